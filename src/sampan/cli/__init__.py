@@ -1,0 +1,1 @@
+"""Command lines: `sampan-runc` (runc's), later `sampan` (docker's verbs)."""

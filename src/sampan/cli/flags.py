@@ -1,0 +1,59 @@
+"""A small parser for runc-style command lines (Go flag rules: `-x`, `--x`, `--x=v`;
+flags stop at the first positional argument). argparse costs more than a container start can spare."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class UsageError(Exception):
+    pass
+
+
+@dataclass
+class Flag:
+    names: tuple[str, ...]
+    kind: str = "bool"  # bool | str | multi
+    default: object = None
+
+
+@dataclass
+class Parsed:
+    values: dict[str, object] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> object:
+        return self.values[key]
+
+
+def parse(argv: list[str], flags: list[Flag]) -> Parsed:
+    table = {name: f for f in flags for name in f.names}
+    out = Parsed({f.names[0]: ([] if f.kind == "multi" else (False if f.kind == "bool" and f.default is None else f.default))
+                  for f in flags})
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out.args.extend(argv[i + 1:])
+            return out
+        if not arg.startswith("-") or arg == "-":
+            out.args.extend(argv[i:])
+            return out
+        name, eq, value = arg.lstrip("-").partition("=")
+        flag = table.get(name)
+        if flag is None:
+            raise UsageError(f"flag provided but not defined: -{name}")
+        key = flag.names[0]
+        if flag.kind == "bool":
+            out.values[key] = value.lower() not in ("false", "0") if eq else True
+        else:
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise UsageError(f"flag needs an argument: -{name}")
+                value = argv[i]
+            if flag.kind == "multi":
+                out.values[key].append(value)  # type: ignore[union-attr]
+            else:
+                out.values[key] = value
+        i += 1
+    return out

@@ -1,0 +1,142 @@
+"""ctypes binding to the parts of libseccomp.so.2 the OCI runtime uses.
+
+libseccomp reports failure as a negative errno; every wrapper turns that into OSError.
+The library is opened on first use, so importing this module costs no dlopen.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Sequence
+
+# Filter actions (seccomp.h). ERRNO and TRACE carry 16 bits of data: the errno or the ptrace message.
+ACT_KILL_PROCESS = 0x80000000
+ACT_KILL_THREAD = 0x00000000
+ACT_TRAP = 0x00030000
+ACT_ERRNO = 0x00050000
+ACT_TRACE = 0x7FF00000
+ACT_LOG = 0x7FFC0000
+ACT_NOTIFY = 0x7FC00000
+ACT_ALLOW = 0x7FFF0000
+ACT_DATA_MASK = 0xFFFF
+
+# enum scmp_compare
+CMP_NE = 1
+CMP_LT = 2
+CMP_LE = 3
+CMP_EQ = 4
+CMP_GE = 5
+CMP_GT = 6
+CMP_MASKED_EQ = 7
+
+# enum scmp_filter_attr
+ATTR_CTL_NNP = 3
+ATTR_CTL_TSYNC = 4
+ATTR_CTL_LOG = 6
+ATTR_CTL_SSB = 7
+ATTR_API_SYSRAWRC = 9
+ATTR_CTL_WAITKILL = 10  # libseccomp >= 2.6.0; older versions reject it with EINVAL
+
+# One argument comparison: (argument index, CMP_*, datum_a, datum_b).
+Comparison = tuple[int, int, int, int]
+
+
+class _ArgCmp(ctypes.Structure):
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
+
+
+class _Version(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+
+_lib: ctypes.CDLL | None = None
+
+
+def _seccomp() -> ctypes.CDLL:
+    global _lib
+    if _lib is None:
+        lib = ctypes.CDLL("libseccomp.so.2")
+        ctx, u32, cint = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int
+        for name, restype, argtypes in (
+            ("seccomp_version", ctypes.POINTER(_Version), []),
+            ("seccomp_init", ctx, [u32]),
+            ("seccomp_release", None, [ctx]),
+            ("seccomp_arch_resolve_name", u32, [ctypes.c_char_p]),
+            ("seccomp_arch_add", cint, [ctx, u32]),
+            ("seccomp_syscall_resolve_name", cint, [ctypes.c_char_p]),
+            ("seccomp_attr_set", cint, [ctx, cint, u32]),
+            ("seccomp_rule_add_array", cint, [ctx, u32, cint, ctypes.c_uint, ctypes.POINTER(_ArgCmp)]),
+            ("seccomp_load", cint, [ctx]),
+            ("seccomp_notify_fd", cint, [ctx]),
+        ):
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = restype, argtypes
+        _lib = lib
+    return _lib
+
+
+def _check(rc: int, what: str) -> int:
+    if rc < 0:
+        raise OSError(-rc, f"{what}: {os.strerror(-rc)}")
+    return rc
+
+
+def version() -> tuple[int, int, int]:
+    v = _seccomp().seccomp_version().contents
+    return v.major, v.minor, v.micro
+
+
+def resolve_syscall(name: str) -> int | None:
+    """The native syscall number (negative for libseccomp's pseudo-syscalls), None if unknown."""
+    nr = _seccomp().seccomp_syscall_resolve_name(name.encode())
+    return None if nr == -1 else nr  # -1 is __NR_SCMP_ERROR
+
+
+def resolve_arch(name: str) -> int | None:
+    """The token for a libseccomp architecture name such as "x86_64", None if unknown."""
+    return _seccomp().seccomp_arch_resolve_name(name.encode()) or None
+
+
+class Filter:
+    """An scmp_filter_ctx being built; use as a context manager so the context is released."""
+
+    def __init__(self, default_action: int) -> None:
+        self._lib = _seccomp()
+        self._ctx = self._lib.seccomp_init(default_action)
+        if not self._ctx:
+            # seccomp_init only fails on an action the library or kernel does not know.
+            raise OSError(errno.EINVAL, f"seccomp_init: invalid default action {default_action:#x}")
+
+    def __enter__(self) -> Filter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lib.seccomp_release(self._ctx)
+        self._ctx = None
+
+    def add_arch(self, token: int) -> None:
+        rc = self._lib.seccomp_arch_add(self._ctx, token)
+        if rc != -errno.EEXIST:  # the native architecture is always present
+            _check(rc, "seccomp_arch_add")
+
+    def set_attr(self, attr: int, value: int) -> None:
+        _check(self._lib.seccomp_attr_set(self._ctx, attr, value), f"seccomp_attr_set({attr})")
+
+    def add_rule(self, action: int, syscall: int, comparisons: Sequence[Comparison] = ()) -> None:
+        """Add one rule; libseccomp ANDs its comparisons and refuses two on the same argument."""
+        array = (_ArgCmp * len(comparisons))(*(_ArgCmp(*c) for c in comparisons))
+        rc = self._lib.seccomp_rule_add_array(self._ctx, action, syscall, len(comparisons), array)
+        _check(rc, f"seccomp_rule_add({syscall})")
+
+    def load(self) -> None:
+        _check(self._lib.seccomp_load(self._ctx), "seccomp_load")
+
+    def notify_fd(self) -> int:
+        """The user-notification listener created by load(); libseccomp keeps it, no syscall is made."""
+        return _check(self._lib.seccomp_notify_fd(self._ctx), "seccomp_notify_fd")

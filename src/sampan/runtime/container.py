@@ -1,0 +1,393 @@
+"""The runtime's operations on containers: create, start, run, exec, kill, delete, state, pause.
+
+This is the parent side; init.py is what the forked children run.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..oci import runtime_spec
+from . import hooks, state as st
+from .errors import BadState, ContainerNotFound, RuntimeError_
+from .fsutil import atomic_write
+from .init import InitOptions, stage1
+from .sync import Channel, ChildError
+
+
+@dataclass
+class CreateOptions:
+    console_socket: str | None = None
+    pid_file: str | None = None
+    no_pivot: bool = False
+    preserve_fds: int = 0
+
+
+@dataclass
+class ExecOptions:
+    console_socket: str | None = None
+    pid_file: str | None = None
+    detach: bool = False
+    preserve_fds: int = 0
+
+
+@dataclass
+class Runtime:
+    root: str = st.DEFAULT_ROOT
+    systemd_cgroup: bool = False
+    warn: Callable[[str], None] = field(default=lambda message: None)
+
+    # -- create / start ---------------------------------------------------------------
+    def create(self, container_id: str, bundle: str, opts: CreateOptions | None = None) -> int:
+        opts = opts or CreateOptions()
+        from . import validate
+
+        st.check_id(container_id)
+        bundle = os.path.abspath(bundle)
+        spec = runtime_spec.load(bundle)
+        rootfs = validate.for_create(spec, bundle)
+        proc = spec["process"]
+        if proc.get("terminal") and not opts.console_socket:
+            raise RuntimeError_("cannot allocate tty if runc will detach without setting console socket")
+        if not proc.get("terminal") and opts.console_socket:
+            raise RuntimeError_("cannot use console socket if runc will not detach or allocate tty")
+        state_dir = st.reserve(self.root, container_id)
+        record: dict[str, Any] = {
+            "id": container_id, "pid": 0, "pid_start": None, "bundle": bundle, "rootfs": rootfs,
+            "created": st.now_rfc3339(), "ociVersion": spec.get("ociVersion"),
+            "annotations": spec.get("annotations") or {}, "config": spec, "cgroup": None,
+        }
+        cgroup = None
+        listener = console = None
+        pid = 0
+        try:
+            cgroup = self._cgroup_for(spec, container_id)
+            cgroup.create()
+            record["cgroup"] = cgroup.to_state()
+            st.save(self.root, record)
+            resources = (spec.get("linux") or {}).get("resources")
+            if resources:
+                cgroup.set(resources)
+            listener = _listen(state_dir, st.EXEC_SOCKET)
+            if opts.console_socket:
+                from . import console as console_mod
+                console = console_mod.connect(opts.console_socket)
+            init_opts = InitOptions(spec=spec, process=proc, bundle=bundle, rootfs=rootfs, no_pivot=opts.no_pivot,
+                                    preserve_fds=opts.preserve_fds, console=console, exec_listener=listener)
+            pid = self._spawn(init_opts, cgroup, record)
+            if opts.pid_file:
+                atomic_write(os.path.abspath(opts.pid_file), str(pid).encode(), 0o644)
+            return pid
+        except BaseException:
+            if pid:
+                _kill_and_reap(pid)
+            if cgroup is not None:
+                _quietly(cgroup.destroy)
+            shutil.rmtree(state_dir, ignore_errors=True)
+            raise
+        finally:
+            for sock in (listener, console):
+                if sock is not None:
+                    sock.close()
+
+    def _cgroup_for(self, spec: dict[str, Any], container_id: str) -> Any:
+        from .cgroups import manager_for
+        return manager_for((spec.get("linux") or {}).get("cgroupsPath"), container_id, systemd=self.systemd_cgroup)
+
+    def _spawn(self, opts: InitOptions, cgroup: Any, record: dict[str, Any]) -> int:
+        """Fork the init and walk it through setup; returns its pid once it waits for start."""
+        parent, child = Channel.pair()
+        first = os.fork()
+        if first == 0:
+            parent.close()
+            stage1(child, opts)
+        child.close()
+        pid = 0
+        try:
+            cgroup.apply(first)
+            parent.send("go")
+            msg = parent.recv()
+            if msg["type"] == "userns":
+                from .namespaces import write_id_maps
+                write_id_maps(first, opts.spec.get("linux") or {})
+                parent.send("userns-done")
+                msg = parent.recv()
+            pid = _expect(msg, "pid")["pid"]
+            os.waitpid(first, 0)
+            record.update(pid=pid, pid_start=st.process_start_time(pid))
+            st.save(self.root, record)
+            _set_oom_score(pid, opts.process, self.warn)
+            parent.expect("hooks")
+            oci_state = {**st.oci_state(self.root, record), "status": "creating"}
+            hooks.run(opts.spec, "prestart", oci_state)
+            hooks.run(opts.spec, "createRuntime", oci_state)
+            parent.send("hooks-done", state=oci_state)
+            for warning in parent.expect("ready").get("warnings") or []:
+                self.warn(warning)
+            return pid
+        except ChildError as e:
+            raise RuntimeError_(str(e)) from None
+        except BaseException:
+            if pid:
+                _kill_and_reap(pid)
+            _reap(first)
+            raise
+        finally:
+            parent.close()
+
+    def start(self, container_id: str) -> None:
+        record = st.load(self.root, container_id)
+        status = st.status(self.root, record)
+        if status != "created":
+            if status == "stopped":
+                raise BadState("cannot start a container that has stopped")
+            raise BadState(f"cannot start a container in the {status} state")
+        state_dir = st.container_dir(self.root, container_id)
+        conn = _connect(state_dir, st.EXEC_SOCKET)
+        try:
+            os.unlink(os.path.join(state_dir, st.EXEC_SOCKET))
+            conn.send(b"0")
+            error = b""
+            while chunk := conn.recv(4096):
+                error += chunk
+        finally:
+            conn.close()
+        if error:
+            raise RuntimeError_(error.decode(errors="replace"))
+        try:
+            hooks.run(record["config"], "poststart", st.oci_state(self.root, record))
+        except hooks.HookError as e:
+            self.warn(str(e))
+
+    # -- queries ----------------------------------------------------------------------
+    def state(self, container_id: str) -> dict[str, Any]:
+        return st.oci_state(self.root, st.load(self.root, container_id))
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for cid in st.list_ids(self.root):
+            try:
+                out.append(self.state(cid))
+            except RuntimeError_:
+                continue
+        return out
+
+    def pids(self, container_id: str) -> list[int]:
+        record = st.load(self.root, container_id)
+        if not record.get("cgroup"):
+            return []
+        from .cgroups import manager_from_state
+        return manager_from_state(record["cgroup"]).pids()
+
+    # -- signals, pause ---------------------------------------------------------------
+    def kill(self, container_id: str, sig: int, all_processes: bool = False) -> None:
+        record = st.load(self.root, container_id)
+        status = st.status(self.root, record)
+        if status in ("stopped", "creating"):
+            raise BadState("container not running")
+        if all_processes:
+            from .cgroups import manager_from_state
+            manager_from_state(record["cgroup"]).kill_all(sig)
+            return
+        os.kill(record["pid"], sig)
+
+    def pause(self, container_id: str) -> None:
+        record = st.load(self.root, container_id)
+        status = st.status(self.root, record)
+        if status != "running":
+            raise BadState(f"container not running" if status in ("stopped", "created") else f"container already {status}")
+        from .cgroups import manager_from_state
+        manager_from_state(record["cgroup"]).freeze()
+
+    def resume(self, container_id: str) -> None:
+        record = st.load(self.root, container_id)
+        if st.status(self.root, record) != "paused":
+            raise BadState("container not paused")
+        from .cgroups import manager_from_state
+        manager_from_state(record["cgroup"]).thaw()
+
+    # -- delete -----------------------------------------------------------------------
+    def delete(self, container_id: str, force: bool = False) -> None:
+        try:
+            record = st.load(self.root, container_id)
+        except ContainerNotFound:
+            if force:
+                return
+            raise
+        status = st.status(self.root, record)
+        if status in ("running", "paused") and not force:
+            raise BadState(f"cannot delete container {container_id} that is not stopped: {status}")
+        cgroup = None
+        if record.get("cgroup"):
+            from .cgroups import manager_from_state
+            cgroup = manager_from_state(record["cgroup"])
+        if status != "stopped" and record.get("pid"):
+            _quietly(lambda: os.kill(record["pid"], signal.SIGKILL))
+        if cgroup is not None:
+            # Processes of a container without its own pid namespace outlive the init.
+            _quietly(lambda: cgroup.kill_all(signal.SIGKILL))
+            if status == "paused":
+                _quietly(cgroup.thaw)
+        _wait_gone(record)
+        if cgroup is not None:
+            _wait_empty(cgroup)
+            cgroup.destroy()
+        if record.get("config") and record.get("pid"):
+            try:
+                hooks.run(record["config"], "poststop", {**st.oci_state(self.root, record), "status": "stopped"})
+            except hooks.HookError as e:
+                self.warn(str(e))
+        shutil.rmtree(st.container_dir(self.root, container_id), ignore_errors=True)
+
+    # -- exec ---------------------------------------------------------------------------
+    def exec(self, container_id: str, proc: dict[str, Any], opts: ExecOptions | None = None) -> int:
+        """Start `proc` inside the container; returns its pid."""
+        opts = opts or ExecOptions()
+        record = st.load(self.root, container_id)
+        status = st.status(self.root, record)
+        if status in ("stopped", "creating"):
+            raise BadState("cannot exec in a stopped container")
+        if status == "paused":
+            raise BadState("cannot exec in a paused container")
+        from . import process as process_mod
+        process_mod.validate(proc)
+        if proc.get("terminal") and not opts.console_socket:
+            raise RuntimeError_("cannot allocate tty if runc will detach without setting console socket")
+        spec = record["config"]
+        from .namespaces import plan
+        from ..linux.namespaces import KINDS
+        join = [(kind, f"/proc/{record['pid']}/ns/{KINDS[kind][1]}") for kind, _ in plan(spec)]
+        console = None
+        if opts.console_socket:
+            from . import console as console_mod
+            console = console_mod.connect(opts.console_socket)
+        from .cgroups import manager_from_state
+        cgroup = manager_from_state(record["cgroup"])
+        init_opts = InitOptions(spec=spec, process=proc, preserve_fds=opts.preserve_fds, console=console, join=join)
+        parent, child = Channel.pair()
+        first = os.fork()
+        if first == 0:
+            parent.close()
+            stage1(child, init_opts)
+        child.close()
+        if console is not None:
+            console.close()
+        pid = 0
+        try:
+            cgroup.apply(first)
+            parent.send("go")
+            pid = parent.expect("pid")["pid"]
+            _reap(first)
+            for warning in parent.expect("ready").get("warnings") or []:
+                self.warn(warning)
+            msg = parent.recv()  # eof once execve succeeded (the channel is close-on-exec)
+            if msg["type"] == "error":
+                raise ChildError(msg["message"])
+        except ChildError as e:
+            if pid:
+                _reap(pid)
+            raise RuntimeError_(str(e)) from None
+        except BaseException:
+            if pid:
+                _kill_and_reap(pid)
+            _reap(first)
+            raise
+        finally:
+            parent.close()
+        if opts.pid_file:
+            atomic_write(os.path.abspath(opts.pid_file), str(pid).encode(), 0o644)
+        return pid
+
+
+def _expect(msg: dict[str, Any], kind: str) -> dict[str, Any]:
+    if msg["type"] == "error":
+        raise ChildError(msg["message"])
+    if msg["type"] != kind:
+        raise ChildError(f"container init: expected {kind}, got {msg['type']}")
+    return msg
+
+
+def _listen(directory: str, name: str) -> socket.socket:
+    # Socket paths are limited to 108 bytes; binding relative to the directory avoids the limit.
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    cwd = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.chdir(directory)
+        sock.bind(name)
+        sock.listen(1)
+    finally:
+        os.fchdir(cwd)
+        os.close(cwd)
+    return sock
+
+
+def _connect(directory: str, name: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    cwd = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.chdir(directory)
+        sock.connect(name)
+    finally:
+        os.fchdir(cwd)
+        os.close(cwd)
+    return sock
+
+
+def _set_oom_score(pid: int, proc: dict[str, Any], warn: Callable[[str], None]) -> None:
+    score = proc.get("oomScoreAdj")
+    if score is None:
+        return
+    try:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+            f.write(str(score))
+    except PermissionError:
+        warn(f"oomScoreAdj {score}: lowering it needs CAP_SYS_RESOURCE, which this host withholds; left unchanged")
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _kill_and_reap(pid: int) -> None:
+    _quietly(lambda: os.kill(pid, signal.SIGKILL))
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        _wait_gone({"pid": pid, "pid_start": st.process_start_time(pid)})
+
+
+def _wait_gone(record: dict[str, Any], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while st.is_alive(record) and time.monotonic() < deadline:
+        try:
+            if os.waitpid(record["pid"], os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            pass
+        time.sleep(0.005)
+
+
+def _wait_empty(cgroup: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not cgroup.pids():
+                return
+        except OSError:
+            return
+        time.sleep(0.005)
+
+
+def _quietly(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except (OSError, ProcessLookupError):
+        pass

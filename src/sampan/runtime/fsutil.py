@@ -1,0 +1,59 @@
+"""Path safety and atomic writes: every path from a config is resolved inside its root."""
+from __future__ import annotations
+
+import os
+
+_MAX_LINKS = 255
+
+
+def secure_join(root: str, unsafe: str) -> str:
+    """Join `unsafe` under `root`, resolving symlinks as if `root` were `/`.
+
+    `..` never climbs above root and absolute symlink targets restart at root, so the result
+    always lies inside root, whatever the tree holds (the same guarantee as openat2 RESOLVE_IN_ROOT).
+    """
+    root = os.path.abspath(root)
+    pending = [p for p in unsafe.split("/") if p not in ("", ".")]
+    pending.reverse()
+    resolved: list[str] = []
+    links = 0
+    while pending:
+        part = pending.pop()
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            target = os.readlink(candidate)
+        except OSError:
+            resolved.append(part)
+            continue
+        links += 1
+        if links > _MAX_LINKS:
+            raise OSError(40, "too many levels of symbolic links", os.path.join("/", *resolved, part))
+        if target.startswith("/"):
+            resolved = []
+        parts = [p for p in target.split("/") if p not in ("", ".")]
+        pending.extend(reversed(parts))
+    return os.path.join(root, *resolved)
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def mkdir_all_in(root: str, path: str, mode: int = 0o755) -> str:
+    """Create `path` (already resolved inside root) and its parents, refusing to leave root."""
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+        raise OSError(1, "path escapes the root filesystem", path)
+    os.makedirs(path, mode=mode, exist_ok=True)
+    return path

@@ -1,0 +1,200 @@
+"""The child side of create and exec: from fork to execve.
+
+Runs in forked copies of the runtime process. It never returns: it execs the container
+process or reports an error to the parent over the sync channel and exits.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from ..linux import mount as m
+from ..linux import namespaces as linux_ns
+from ..linux import process as p
+from . import hooks, namespaces, process
+from .sync import Channel
+
+
+@dataclass
+class InitOptions:
+    spec: dict[str, Any]
+    process: dict[str, Any]
+    bundle: str = ""
+    rootfs: str = ""
+    no_pivot: bool = False
+    preserve_fds: int = 0
+    console: socket.socket | None = None
+    exec_listener: socket.socket | None = None
+    # exec only: namespaces of the running container to join, as (kind, /proc/<pid>/ns/<x>)
+    join: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _fail(chan: Channel, exc: BaseException) -> NoReturn:
+    message = str(exc) if isinstance(exc, (OSError, ValueError, hooks.HookError)) else \
+        "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    if os.environ.get("SAMPAN_DEBUG"):
+        message += "\n" + traceback.format_exc()
+    try:
+        chan.send("error", message=message)
+    finally:
+        os._exit(1)
+
+
+def stage1(chan: Channel, opts: InitOptions) -> NoReturn:
+    """Enter or create the namespaces, then fork the process that lives in them."""
+    try:
+        # While python runs in a container's namespaces, /proc/<pid>/exe, fds and maps of this
+        # process must stay out of the container's reach (CVE-2019-5736).
+        p.set_dumpable(False)
+        chan.expect("go")
+        entries = namespaces.plan(opts.spec)
+        joining = opts.join or [(k, path) for k, path in entries if path]
+        namespaces.join(joining)
+        new = set() if opts.join else namespaces.new_kinds(entries)
+        if "user" in new:
+            linux_ns.unshare(linux_ns.CLONE_NEWUSER)
+            chan.send("userns")
+            chan.expect("userns-done")
+            try:
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
+            except OSError:
+                pass  # root is not mapped; the process keeps its mapped ids
+        flags = namespaces.unshare_flags(new)
+        if flags:
+            linux_ns.unshare(flags)
+        if "time" in new and (opts.spec.get("linux") or {}).get("timeOffsets"):
+            namespaces.write_time_offsets(opts.spec["linux"]["timeOffsets"])
+        pid = os.fork()
+        if pid:
+            chan.send("pid", pid=pid)
+            os._exit(0)
+        if opts.join:
+            _exec_stage2(chan, opts)
+        _init_stage2(chan, opts, new)
+    except BaseException as e:  # noqa: BLE001 - everything must reach the parent
+        _fail(chan, e)
+
+
+def _init_stage2(chan: Channel, opts: InitOptions, new: set[str]) -> NoReturn:
+    from .rootfs import Rootfs
+
+    try:
+        os.setsid()
+        spec = opts.spec
+        linux = spec.get("linux") or {}
+        root = Rootfs(spec, opts.rootfs, opts.bundle, userns="user" in {k for k, _ in namespaces.plan(spec)},
+                      cgroupns="cgroup" in new)
+        root.prepare()
+        chan.send("hooks")
+        state = chan.expect("hooks-done")["state"]
+        hooks.run(spec, "createContainer", state)
+        root.pivot(opts.no_pivot)
+        if opts.process.get("terminal"):
+            _setup_terminal(opts, console_mount=True)
+        for key, value in (linux.get("sysctl") or {}).items():
+            _write_sysctl(key, value)
+        if spec.get("hostname") and "uts" in new:
+            p.sethostname(spec["hostname"])
+        if spec.get("domainname") and "uts" in new:
+            p.setdomainname(spec["domainname"])
+        root.finalize()
+        _finish(chan, opts, state)
+    except BaseException as e:  # noqa: BLE001
+        _fail(chan, e)
+
+
+def _exec_stage2(chan: Channel, opts: InitOptions) -> NoReturn:
+    try:
+        os.setsid()
+        if opts.process.get("terminal"):
+            _setup_terminal(opts, console_mount=False)
+        _finish(chan, opts, None)
+    except BaseException as e:  # noqa: BLE001
+        _fail(chan, e)
+
+
+def _setup_terminal(opts: InitOptions, console_mount: bool) -> None:
+    from . import console
+
+    if opts.console is None:
+        raise ValueError("a terminal was requested but no console socket is set")
+    master, slave = console.open_pty()
+    size = opts.process.get("consoleSize")
+    console.send_master(opts.console, master, slave)
+    os.close(master)
+    opts.console.close()
+    if console_mount:
+        if not os.path.lexists("/dev/console"):
+            os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        m.mount(slave, "/dev/console", None, m.MS_BIND)
+    console.make_controlling(slave, (size["height"], size["width"]) if size else None)
+
+
+def _write_sysctl(key: str, value: str) -> None:
+    path = "/proc/sys/" + key.replace(".", "/")
+    try:
+        with open(path, "w") as f:
+            f.write(str(value))
+    except OSError as e:
+        raise OSError(e.errno, f"write sysctl {key}={value}: {e.strerror}") from None
+
+
+def _finish(chan: Channel, opts: InitOptions, state: dict[str, Any] | None) -> NoReturn:
+    """Identity, limits and privileges of the process, then wait for start and execve."""
+    proc = opts.process
+    user = proc.get("user") or {}
+    userns = any(k == "user" for k, _ in namespaces.plan(opts.spec))
+    warnings = process.set_rlimits(proc.get("rlimits") or [])
+    if proc.get("noNewPrivileges"):
+        p.set_no_new_privs()
+    seccomp_cfg = (opts.spec.get("linux") or {}).get("seccomp")
+    state_json = None
+    if seccomp_cfg and seccomp_cfg.get("listenerPath"):
+        import json
+        state_json = json.dumps(state or {}).encode()
+    if seccomp_cfg and not proc.get("noNewPrivileges"):
+        from . import seccomp  # needs CAP_SYS_ADMIN without no_new_privs: load before dropping caps
+        seccomp.load(seccomp_cfg, state_json=state_json)
+    p.cloexec_from(3 + opts.preserve_fds)
+    caps = proc.get("capabilities")
+    process.drop_bounding(caps)
+    process.set_user(user, userns)
+    cwd = proc.get("cwd") or "/"
+    try:
+        os.chdir(cwd)
+        os.getcwd()  # fails if cwd resolves outside the root (CVE-2024-21626)
+    except OSError as e:
+        raise OSError(e.errno, f"chdir to cwd ({cwd!r}) set in config.json failed: {e.strerror}") from None
+    process.set_capabilities(caps)
+    env = process.environment(proc, process.home_of(int(user.get("uid", 0))))
+    args = proc["args"]
+    path = process.find_executable(args[0], env)
+    chan.send("ready", warnings=warnings)
+    if opts.exec_listener is not None:
+        chan.close()
+        conn, _ = opts.exec_listener.accept()
+        opts.exec_listener.close()
+        conn.recv(1)
+        try:
+            hooks.run(opts.spec, "startContainer", state or {})
+        except hooks.HookError as e:
+            conn.send(str(e).encode())
+            os._exit(1)
+    else:
+        conn = None
+    if seccomp_cfg and proc.get("noNewPrivileges"):
+        from . import seccomp
+        seccomp.load(seccomp_cfg, state_json=state_json)
+    try:
+        os.execve(path, args, env)
+    except OSError as e:
+        message = f"exec {args[0]}: {e.strerror}"
+        if conn is not None:
+            conn.send(message.encode())
+        else:
+            chan.send("error", message=message)
+        os._exit(127 if isinstance(e, FileNotFoundError) else 126)

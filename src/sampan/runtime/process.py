@@ -1,0 +1,136 @@
+"""The container process's identity and limits: rlimits, user, capabilities, env, executable.
+
+Runs in the child right before execve; returns warnings instead of printing them, since the
+child's stderr belongs to the container.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import resource
+from typing import Any
+
+from ..linux import caps as c
+from ..linux import process as p
+
+RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
+
+
+def validate(process: dict[str, Any]) -> None:
+    """Checks made in the parent so bad input fails before anything is created."""
+    for rl in process.get("rlimits") or []:
+        if rl["type"] not in RLIMITS:
+            raise ValueError(f"rlimit {rl['type']!r} is not supported")
+    for names in (process.get("capabilities") or {}).values():
+        for name in names or []:
+            c.number(name)
+
+
+def set_rlimits(rlimits: list[dict[str, Any]]) -> list[str]:
+    warnings = []
+    for rl in rlimits:
+        kind = RLIMITS[rl["type"]]
+        soft, hard = int(rl.get("soft", 0)), int(rl.get("hard", 0))
+        try:
+            resource.setrlimit(kind, (soft, hard))
+        except (ValueError, PermissionError):
+            # Raising a hard limit needs CAP_SYS_RESOURCE; some hosts withhold it. Clamp and say so.
+            cur_hard = resource.getrlimit(kind)[1]
+            new_hard = min(hard, cur_hard) if cur_hard != resource.RLIM_INFINITY else hard
+            new_soft = min(soft, new_hard) if new_hard != resource.RLIM_INFINITY else soft
+            resource.setrlimit(kind, (new_soft, new_hard))
+            warnings.append(f"{rl['type']} hard limit {hard} exceeds the host's {cur_hard} and "
+                            f"CAP_SYS_RESOURCE is unavailable: using soft {new_soft}, hard {new_hard}")
+    return warnings
+
+
+def _mask(names: list[str] | None) -> int:
+    bits = 0
+    for name in names or []:
+        bits |= 1 << c.number(name)
+    return bits
+
+
+def drop_bounding(capabilities: dict[str, Any] | None) -> None:
+    if capabilities is None:
+        return
+    keep = _mask(capabilities.get("bounding"))
+    for cap in range(c.last_cap() + 1):
+        if not keep & (1 << cap) and c.bounding_has(cap):
+            c.bounding_drop(cap)
+
+
+def set_user(user: dict[str, Any], userns: bool) -> None:
+    uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
+    groups = [int(g) for g in user.get("additionalGids") or []]
+    if not userns or _setgroups_allowed():
+        os.setgroups(groups)
+    elif groups:
+        raise OSError(errno.EPERM, "cannot set additional gids: setgroups is denied in this user namespace")
+    p.set_keepcaps(True)
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    p.set_keepcaps(False)
+    if "umask" in user and user["umask"] is not None:
+        os.umask(int(user["umask"]))
+    else:
+        os.umask(0o022)
+
+
+def _setgroups_allowed() -> bool:
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() == "allow"
+    except OSError:
+        return True
+
+
+def set_capabilities(capabilities: dict[str, Any] | None) -> None:
+    if capabilities is None:
+        return
+    c.capset(_mask(capabilities.get("effective")), _mask(capabilities.get("permitted")),
+             _mask(capabilities.get("inheritable")))
+    c.ambient_clear()
+    for name in capabilities.get("ambient") or []:
+        try:
+            c.ambient_raise(c.number(name))
+        except OSError:
+            pass  # as runc: an ambient cap not in permitted+inheritable is skipped
+
+
+def environment(process: dict[str, Any], home: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for entry in process.get("env") or []:
+        key, _, value = entry.partition("=")
+        env[key] = value
+    env.setdefault("HOME", home)
+    return env
+
+
+def home_of(uid: int) -> str:
+    try:
+        with open("/etc/passwd") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid):
+                    return fields[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def find_executable(name: str, env: dict[str, str]) -> str:
+    """Resolve args[0] like exec(3)'s PATH search, with Go's messages (callers parse them)."""
+    if "/" in name:
+        if not os.path.exists(name):
+            raise FileNotFoundError(errno.ENOENT, f'exec: "{name}": stat {name}: no such file or directory')
+        return name
+    for directory in env.get("PATH", "").split(":"):
+        candidate = os.path.join(directory or ".", name)
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if not os.path.isdir(candidate) and st.st_mode & 0o111:
+            return candidate
+    raise FileNotFoundError(errno.ENOENT, f'exec: "{name}": executable file not found in $PATH')

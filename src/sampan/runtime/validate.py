@@ -1,0 +1,54 @@
+"""Checks of a config.json against this runtime and host, made before anything is created."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..oci import runtime_spec
+from . import process
+
+_IPC_SYSCTLS = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"}
+
+
+def for_create(spec: dict[str, Any], bundle: str) -> str:
+    """Validates the spec; returns the absolute rootfs path."""
+    linux = spec.get("linux") or {}
+    kinds = {n["type"]: n.get("path") for n in linux.get("namespaces") or []}
+    if "mount" not in kinds:
+        raise runtime_spec.SpecError("a mount namespace is required to set up the root filesystem")
+    for key in linux.get("sysctl") or {}:
+        _check_sysctl(key, kinds)
+    process.validate(spec["process"])
+    if linux.get("seccomp"):
+        from . import seccomp
+        seccomp.validate(linux["seccomp"])
+    if linux.get("rootfsPropagation"):
+        from .mountopts import root_propagation
+        root_propagation(linux["rootfsPropagation"])
+    for kind, path in kinds.items():
+        if path and not os.path.exists(path):
+            raise runtime_spec.SpecError(f"{kind} namespace path {path} does not exist")
+    rootfs = spec["root"]["path"]
+    if not rootfs.startswith("/"):
+        rootfs = os.path.join(bundle, rootfs)
+    rootfs = os.path.realpath(rootfs)
+    if not os.path.isdir(rootfs):
+        raise runtime_spec.SpecError(f"rootfs ({rootfs}) does not exist")
+    return rootfs
+
+
+def _check_sysctl(key: str, kinds: dict[str, str | None]) -> None:
+    if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        if "ipc" in kinds:
+            return
+        raise runtime_spec.SpecError(f"sysctl {key!r} is not allowed in the host's ipc namespace")
+    if key.startswith("net."):
+        if "network" in kinds:
+            return
+        raise runtime_spec.SpecError(f"sysctl {key!r} is not allowed in the host's network namespace")
+    if key in ("kernel.hostname", "kernel.domainname"):
+        if "uts" in kinds:
+            return
+        raise runtime_spec.SpecError(f"sysctl {key!r} is not allowed in the host's uts namespace")
+    raise runtime_spec.SpecError(f"sysctl {key!r} is not in a separate kernel namespace")
