@@ -2,24 +2,27 @@
 flags stop at the first positional argument). argparse costs more than a container start can spare."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 
 class UsageError(Exception):
     pass
 
 
-@dataclass
 class Flag:
-    names: tuple[str, ...]
-    kind: str = "bool"  # bool | str | multi
-    default: object = None
+    __slots__ = ("names", "kind", "default")
+
+    def __init__(self, names: tuple[str, ...], kind: str = "bool", default: object = None) -> None:
+        self.names = names
+        self.kind = kind  # bool | str | multi
+        self.default = default
 
 
-@dataclass
 class Parsed:
-    values: dict[str, object] = field(default_factory=dict)
-    args: list[str] = field(default_factory=list)
+    __slots__ = ("values", "args")
+
+    def __init__(self, values: dict[str, object]) -> None:
+        self.values = values
+        self.args: list[str] = []
 
     def __getitem__(self, key: str) -> object:
         return self.values[key]

@@ -1,13 +1,16 @@
 """`sampan-runc`: the OCI runtime with runc's command line, for containerd, dockerd and people."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from typing import Any, Callable
 
+from .. import fastjson
 from .flags import Flag, Parsed, UsageError, parse
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 VERSION = "0.1.0"
 
@@ -28,8 +31,8 @@ class Log:
     def write(self, level: str, message: str) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if self.path:
-            line = json.dumps({"level": level, "msg": message, "time": now}) if self.json else \
-                f'time="{now}" level={level} msg={json.dumps(message)}'
+            line = fastjson.dumps({"level": level, "msg": message, "time": now}) if self.json else \
+                f'time="{now}" level={level} msg={fastjson.dumps(message)}'
             try:
                 with open(self.path, "a") as f:
                     f.write(line + "\n")
@@ -101,6 +104,7 @@ def cmd_run(rt: Any, argv: list[str]) -> int:
 
 
 def cmd_state(rt: Any, argv: list[str]) -> int:
+    import json
     print(json.dumps(rt.state(_one_id(parse(argv, []), "state")), indent=2))
     return 0
 
@@ -130,7 +134,7 @@ def cmd_list(rt: Any, argv: list[str]) -> int:
         for s in states:
             print(s["id"])
     elif p["format"] == "json":
-        print(json.dumps(states))
+        print(fastjson.dumps(states))
     elif p["format"] == "table":
         rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")] + [
             (s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], "root") for s in states]
@@ -153,7 +157,7 @@ def cmd_ps(rt: Any, argv: list[str]) -> int:
         raise BadState("container not running")
     pids = rt.pids(cid)
     if p["format"] == "json":
-        print(json.dumps(pids))
+        print(fastjson.dumps(pids))
         return 0
     import subprocess
     out = subprocess.run(["ps", *ps_args], capture_output=True, text=True, check=True).stdout.splitlines()
@@ -195,8 +199,8 @@ def _exec_process(rt: Any, cid: str, p: Parsed) -> dict[str, Any]:
     if p["process"]:
         try:
             with open(str(p["process"])) as f:
-                return json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
+                return fastjson.loads(f.read())  # type: ignore[return-value]
+        except (OSError, ValueError) as e:
             raise UsageError(f"process file {p['process']}: {e}") from None
     if len(p.args) < 2:
         raise UsageError("exec args cannot be empty")
@@ -246,6 +250,7 @@ def cmd_spec(rt: Any, argv: list[str]) -> int:
     path = os.path.join(str(p["bundle"]) or ".", "config.json")
     if os.path.exists(path):
         raise UsageError(f"File {path} exists. Remove it first")
+    import json
     with open(path, "w") as f:
         json.dump(default_spec(rootless=bool(p["rootless"])), f, indent="\t")
     return 0
@@ -253,6 +258,7 @@ def cmd_spec(rt: Any, argv: list[str]) -> int:
 
 def cmd_features(rt: Any, argv: list[str]) -> int:
     from ..runtime.features import features
+    import json
     print(json.dumps(features(), indent=4))
     return 0
 

@@ -21,22 +21,38 @@ ACT_NOTIFY = 0x7FC00000
 ACT_ALLOW = 0x7FFF0000
 ACT_DATA_MASK = 0xFFFF
 
-# enum scmp_compare
-CMP_NE = 1
-CMP_LT = 2
-CMP_LE = 3
-CMP_EQ = 4
-CMP_GE = 5
-CMP_GT = 6
-CMP_MASKED_EQ = 7
+# By their seccomp.h names, which are also the OCI runtime-spec's.
+ACTIONS = {
+    "SCMP_ACT_KILL": ACT_KILL_THREAD,
+    "SCMP_ACT_KILL_PROCESS": ACT_KILL_PROCESS,
+    "SCMP_ACT_KILL_THREAD": ACT_KILL_THREAD,
+    "SCMP_ACT_TRAP": ACT_TRAP,
+    "SCMP_ACT_ERRNO": ACT_ERRNO,
+    "SCMP_ACT_TRACE": ACT_TRACE,
+    "SCMP_ACT_ALLOW": ACT_ALLOW,
+    "SCMP_ACT_LOG": ACT_LOG,
+    "SCMP_ACT_NOTIFY": ACT_NOTIFY,
+}
+COMPARISONS = {  # enum scmp_compare
+    "SCMP_CMP_NE": 1,
+    "SCMP_CMP_LT": 2,
+    "SCMP_CMP_LE": 3,
+    "SCMP_CMP_EQ": 4,
+    "SCMP_CMP_GE": 5,
+    "SCMP_CMP_GT": 6,
+    "SCMP_CMP_MASKED_EQ": 7,
+}
 
 # enum scmp_filter_attr
 ATTR_CTL_NNP = 3
-ATTR_CTL_TSYNC = 4
-ATTR_CTL_LOG = 6
-ATTR_CTL_SSB = 7
 ATTR_API_SYSRAWRC = 9
-ATTR_CTL_WAITKILL = 10  # libseccomp >= 2.6.0; older versions reject it with EINVAL
+# The seccomp(2) filter flags, by their kernel names, and the attribute that makes seccomp_load() pass each.
+FLAG_ATTRS = {
+    "SECCOMP_FILTER_FLAG_TSYNC": 4,  # SCMP_FLTATR_CTL_TSYNC
+    "SECCOMP_FILTER_FLAG_LOG": 6,  # SCMP_FLTATR_CTL_LOG
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 7,  # SCMP_FLTATR_CTL_SSB
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": 10,  # SCMP_FLTATR_CTL_WAITKILL, libseccomp >= 2.6.0
+}
 
 # One argument comparison: (argument index, CMP_*, datum_a, datum_b).
 Comparison = tuple[int, int, int, int]

@@ -1,9 +1,13 @@
 """config.json: loading, validation and the default spec that `spec` writes."""
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
+
+from .. import fastjson
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 OCI_VERSION = "1.0.2-dev"
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
@@ -18,10 +22,10 @@ def load(bundle: str) -> dict[str, Any]:
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            spec = json.load(f)
+            spec = fastjson.loads(f.read())
     except FileNotFoundError:
         raise SpecError(f"JSON specification file {path} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError) as e:
         raise SpecError(f"parse {path}: {e}") from None
     if not isinstance(spec, dict):
         raise SpecError(f"parse {path}: top level must be an object")

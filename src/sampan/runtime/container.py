@@ -4,43 +4,47 @@ This is the parent side; init.py is what the forked children run.
 """
 from __future__ import annotations
 
+import _signal
+import _socket
 import os
-import shutil
-import signal
-import socket
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
 
 from ..oci import runtime_spec
 from . import hooks, state as st
 from .errors import BadState, ContainerNotFound, RuntimeError_
-from .fsutil import atomic_write
+from .fsutil import atomic_write, remove_tree
 from .init import InitOptions, stage1
 from .sync import Channel, ChildError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
-@dataclass
+
 class CreateOptions:
-    console_socket: str | None = None
-    pid_file: str | None = None
-    no_pivot: bool = False
-    preserve_fds: int = 0
+    def __init__(self, console_socket: str | None = None, pid_file: str | None = None, no_pivot: bool = False,
+                 preserve_fds: int = 0) -> None:
+        self.console_socket = console_socket
+        self.pid_file = pid_file
+        self.no_pivot = no_pivot
+        self.preserve_fds = preserve_fds
 
 
-@dataclass
 class ExecOptions:
-    console_socket: str | None = None
-    pid_file: str | None = None
-    detach: bool = False
-    preserve_fds: int = 0
+    def __init__(self, console_socket: str | None = None, pid_file: str | None = None, detach: bool = False,
+                 preserve_fds: int = 0) -> None:
+        self.console_socket = console_socket
+        self.pid_file = pid_file
+        self.detach = detach
+        self.preserve_fds = preserve_fds
 
 
-@dataclass
 class Runtime:
-    root: str = st.DEFAULT_ROOT
-    systemd_cgroup: bool = False
-    warn: Callable[[str], None] = field(default=lambda message: None)
+    def __init__(self, root: str = st.DEFAULT_ROOT, systemd_cgroup: bool = False,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.root = root
+        self.systemd_cgroup = systemd_cgroup
+        self.warn = warn or (lambda message: None)
 
     # -- create / start ---------------------------------------------------------------
     def create(self, container_id: str, bundle: str, opts: CreateOptions | None = None) -> int:
@@ -88,7 +92,7 @@ class Runtime:
                 _kill_and_reap(pid)
             if cgroup is not None:
                 _quietly(cgroup.destroy)
-            shutil.rmtree(state_dir, ignore_errors=True)
+            remove_tree(state_dir)
             raise
         finally:
             for sock in (listener, console):
@@ -227,10 +231,10 @@ class Runtime:
             from .cgroups import manager_from_state
             cgroup = manager_from_state(record["cgroup"])
         if status != "stopped" and record.get("pid"):
-            _quietly(lambda: os.kill(record["pid"], signal.SIGKILL))
+            _quietly(lambda: os.kill(record["pid"], _signal.SIGKILL))
         if cgroup is not None:
             # Processes of a container without its own pid namespace outlive the init.
-            _quietly(lambda: cgroup.kill_all(signal.SIGKILL))
+            _quietly(lambda: cgroup.kill_all(_signal.SIGKILL))
             if status == "paused":
                 _quietly(cgroup.thaw)
         _wait_gone(record)
@@ -242,7 +246,7 @@ class Runtime:
                 hooks.run(record["config"], "poststop", {**st.oci_state(self.root, record), "status": "stopped"})
             except hooks.HookError as e:
                 self.warn(str(e))
-        shutil.rmtree(st.container_dir(self.root, container_id), ignore_errors=True)
+        remove_tree(st.container_dir(self.root, container_id))
 
     # -- exec ---------------------------------------------------------------------------
     def exec(self, container_id: str, proc: dict[str, Any], opts: ExecOptions | None = None) -> int:
@@ -269,6 +273,7 @@ class Runtime:
         from .cgroups import manager_from_state
         cgroup = manager_from_state(record["cgroup"])
         init_opts = InitOptions(spec=spec, process=proc, preserve_fds=opts.preserve_fds, console=console, join=join)
+        init_opts.state = st.oci_state(self.root, record)
         parent, child = Channel.pair()
         first = os.fork()
         if first == 0:
@@ -312,9 +317,9 @@ def _expect(msg: dict[str, Any], kind: str) -> dict[str, Any]:
     return msg
 
 
-def _listen(directory: str, name: str) -> socket.socket:
+def _listen(directory: str, name: str) -> _socket.socket:
     # Socket paths are limited to 108 bytes; binding relative to the directory avoids the limit.
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     cwd = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.chdir(directory)
@@ -326,8 +331,8 @@ def _listen(directory: str, name: str) -> socket.socket:
     return sock
 
 
-def _connect(directory: str, name: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _connect(directory: str, name: str) -> _socket.socket:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     cwd = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.chdir(directory)
@@ -357,7 +362,7 @@ def _reap(pid: int) -> None:
 
 
 def _kill_and_reap(pid: int) -> None:
-    _quietly(lambda: os.kill(pid, signal.SIGKILL))
+    _quietly(lambda: os.kill(pid, _signal.SIGKILL))
     try:
         os.waitpid(pid, 0)
     except ChildProcessError:

@@ -1,11 +1,14 @@
 """`features`: what this runtime supports, in the runtime-spec features.md format."""
 from __future__ import annotations
 
-from typing import Any
 
 from ..linux.caps import NAMES
 from ..oci.runtime_spec import HOOK_NAMES, NAMESPACE_TYPES, OCI_VERSION
 from .mountopts import FLAGS, PROPAGATION
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def features() -> dict[str, Any]:

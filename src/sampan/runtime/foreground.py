@@ -1,8 +1,8 @@
 """Waiting on a container process in the foreground, forwarding signals to it (run, exec)."""
 from __future__ import annotations
 
+import _signal as signal  # the signal module's enums cost more than a container start
 import os
-import signal
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGWINCH, signal.SIGCONT)

@@ -57,3 +57,26 @@ def mkdir_all_in(root: str, path: str, mode: int = 0o755) -> str:
         raise OSError(1, "path escapes the root filesystem", path)
     os.makedirs(path, mode=mode, exist_ok=True)
     return path
+
+
+def remove_tree(path: str) -> None:
+    """rm -rf without shutil (its import is slow); never follows symlinks; missing is fine."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        os.unlink(path)
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            remove_tree(entry.path)
+        else:
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass

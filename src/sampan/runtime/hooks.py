@@ -1,8 +1,11 @@
 """OCI hooks: each runs with the container state on stdin, its args, env and timeout."""
 from __future__ import annotations
 
-import json
-from typing import Any
+from .. import fastjson
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class HookError(Exception):
@@ -16,7 +19,7 @@ def run(spec: dict[str, Any], name: str, state: dict[str, Any]) -> None:
         return
     import subprocess  # only paid by containers that have hooks
 
-    payload = json.dumps(state).encode()
+    payload = fastjson.dumps(state).encode()
     for hook in hooks:
         args = hook.get("args") or [hook["path"]]
         env = dict(e.split("=", 1) for e in hook.get("env") or [] if "=" in e)

@@ -5,11 +5,8 @@ process or reports an error to the parent over the sync channel and exits.
 """
 from __future__ import annotations
 
+import _socket
 import os
-import socket
-import traceback
-from dataclasses import dataclass, field
-from typing import Any, NoReturn
 
 from ..linux import mount as m
 from ..linux import namespaces as linux_ns
@@ -17,25 +14,33 @@ from ..linux import process as p
 from . import hooks, namespaces, process
 from .sync import Channel
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
-@dataclass
+
 class InitOptions:
-    spec: dict[str, Any]
-    process: dict[str, Any]
-    bundle: str = ""
-    rootfs: str = ""
-    no_pivot: bool = False
-    preserve_fds: int = 0
-    console: socket.socket | None = None
-    exec_listener: socket.socket | None = None
-    # exec only: namespaces of the running container to join, as (kind, /proc/<pid>/ns/<x>)
-    join: list[tuple[str, str]] = field(default_factory=list)
+    def __init__(self, spec: dict[str, Any], process: dict[str, Any], *, bundle: str = "", rootfs: str = "",
+                 no_pivot: bool = False, preserve_fds: int = 0, console: _socket.socket | None = None,
+                 exec_listener: _socket.socket | None = None, join: list[tuple[str, str]] | None = None) -> None:
+        self.spec = spec
+        self.process = process
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.no_pivot = no_pivot
+        self.preserve_fds = preserve_fds
+        self.console = console
+        self.exec_listener = exec_listener
+        # exec only: namespaces of the running container to join, as (kind, /proc/<pid>/ns/<x>)
+        self.join = join or []
+        self.seccomp_listener: Any = None
+        self.state: dict[str, Any] | None = None  # exec: the container's OCI state
 
 
 def _fail(chan: Channel, exc: BaseException) -> NoReturn:
-    message = str(exc) if isinstance(exc, (OSError, ValueError, hooks.HookError)) else \
-        "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    message = str(exc) if isinstance(exc, (OSError, ValueError, hooks.HookError)) else f"{type(exc).__name__}: {exc}"
     if os.environ.get("SAMPAN_DEBUG"):
+        import traceback
         message += "\n" + traceback.format_exc()
     try:
         chan.send("error", message=message)
@@ -50,6 +55,10 @@ def stage1(chan: Channel, opts: InitOptions) -> NoReturn:
         # process must stay out of the container's reach (CVE-2019-5736).
         p.set_dumpable(False)
         chan.expect("go")
+        seccomp_cfg = (opts.spec.get("linux") or {}).get("seccomp")
+        if seccomp_cfg and seccomp_cfg.get("listenerPath"):
+            from . import seccomp  # the listener path is a host path: connect before entering the container
+            opts.seccomp_listener = seccomp.connect_listener(seccomp_cfg)
         entries = namespaces.plan(opts.spec)
         joining = opts.join or [(k, path) for k, path in entries if path]
         namespaces.join(joining)
@@ -112,7 +121,7 @@ def _exec_stage2(chan: Channel, opts: InitOptions) -> NoReturn:
         os.setsid()
         if opts.process.get("terminal"):
             _setup_terminal(opts, console_mount=False)
-        _finish(chan, opts, None)
+        _finish(chan, opts, opts.state)
     except BaseException as e:  # noqa: BLE001
         _fail(chan, e)
 
@@ -154,11 +163,11 @@ def _finish(chan: Channel, opts: InitOptions, state: dict[str, Any] | None) -> N
     seccomp_cfg = (opts.spec.get("linux") or {}).get("seccomp")
     state_json = None
     if seccomp_cfg and seccomp_cfg.get("listenerPath"):
-        import json
-        state_json = json.dumps(state or {}).encode()
+        from .. import fastjson
+        state_json = fastjson.dumps(state or {}).encode()
     if seccomp_cfg and not proc.get("noNewPrivileges"):
         from . import seccomp  # needs CAP_SYS_ADMIN without no_new_privs: load before dropping caps
-        seccomp.load(seccomp_cfg, state_json=state_json)
+        seccomp.load(seccomp_cfg, state_json=state_json, listener=opts.seccomp_listener)
     p.cloexec_from(3 + opts.preserve_fds)
     caps = proc.get("capabilities")
     process.drop_bounding(caps)
@@ -176,7 +185,8 @@ def _finish(chan: Channel, opts: InitOptions, state: dict[str, Any] | None) -> N
     chan.send("ready", warnings=warnings)
     if opts.exec_listener is not None:
         chan.close()
-        conn, _ = opts.exec_listener.accept()
+        fd, _ = opts.exec_listener._accept()
+        conn = _socket.socket(fileno=fd)
         opts.exec_listener.close()
         conn.recv(1)
         try:
@@ -188,7 +198,7 @@ def _finish(chan: Channel, opts: InitOptions, state: dict[str, Any] | None) -> N
         conn = None
     if seccomp_cfg and proc.get("noNewPrivileges"):
         from . import seccomp
-        seccomp.load(seccomp_cfg, state_json=state_json)
+        seccomp.load(seccomp_cfg, state_json=state_json, listener=opts.seccomp_listener)
     try:
         os.execve(path, args, env)
     except OSError as e:

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from ..linux import namespaces as ns
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def plan(spec: dict[str, Any]) -> list[tuple[str, str | None]]:

@@ -8,10 +8,13 @@ from __future__ import annotations
 import errno
 import os
 import resource
-from typing import Any
 
 from ..linux import caps as c
 from ..linux import process as p
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any
 
 from ..linux import mount as m
 from . import mountopts
 from .fsutil import secure_join
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_DEVICES = (  # path, major, minor (all char devices, 0666)
     ("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),

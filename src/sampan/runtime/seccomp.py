@@ -11,26 +11,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # without importing typing, which costs more than this whole module
     import socket
 
-ACTIONS = (
-    "SCMP_ACT_KILL",
-    "SCMP_ACT_KILL_PROCESS",
-    "SCMP_ACT_KILL_THREAD",
-    "SCMP_ACT_TRAP",
-    "SCMP_ACT_ERRNO",
-    "SCMP_ACT_TRACE",
-    "SCMP_ACT_ALLOW",
-    "SCMP_ACT_LOG",
-    "SCMP_ACT_NOTIFY",
-)
-OPERATORS = (
-    "SCMP_CMP_NE",
-    "SCMP_CMP_LT",
-    "SCMP_CMP_LE",
-    "SCMP_CMP_EQ",
-    "SCMP_CMP_GE",
-    "SCMP_CMP_GT",
-    "SCMP_CMP_MASKED_EQ",
-)
 # Each maps to a libseccomp name by dropping the prefix and lowering the case (SCMP_ARCH_X86_64 -> x86_64).
 ARCHES = (
     "SCMP_ARCH_X86",
@@ -53,12 +33,6 @@ ARCHES = (
     "SCMP_ARCH_PARISC64",
     "SCMP_ARCH_RISCV64",
 )
-FLAGS = (
-    "SECCOMP_FILTER_FLAG_TSYNC",
-    "SECCOMP_FILTER_FLAG_LOG",
-    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
-    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
-)
 _ERRNO_ACTIONS = ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")
 _EPERM = 1
 # Between loading the filter and returning, load() sends the listener fd with sendmsg() and closes
@@ -67,7 +41,7 @@ _NOTIFY_DEADLOCKS = ("sendmsg", "close")
 
 
 class _Plan:
-    """A checked seccomp object in libseccomp terms; needs no library to build."""
+    """A checked seccomp object in libseccomp terms, built without opening libseccomp."""
 
     __slots__ = ("default", "arches", "flags", "rules", "listener_path", "metadata")
 
@@ -115,6 +89,39 @@ def load(cfg: dict, *, state_json: bytes | None = None, listener: socket.socket 
             listener.close()
 
 
+def connect_listener(cfg: dict) -> socket.socket | None:
+    """Connect to listenerPath for a later load(listener=...), or None if load() will send nothing.
+
+    For the container init to call while its mount namespace still reaches the path (before
+    pivot_root); the notify rules it looks for may still turn out to name only unknown syscalls,
+    in which case load() closes the connection unused.
+    """
+    from sampan.linux import seccomp as scmp
+
+    plan = _plan(cfg)
+    if plan.listener_path is None or all(action != scmp.ACT_NOTIFY for action, _, _ in plan.rules):
+        return None
+    return _connect(plan.listener_path)
+
+
+def features() -> dict:
+    """The `linux.seccomp` part of `sampan-runc features` (runtime-spec features-linux.md)."""
+    try:
+        supported = _supported_flags()
+    except OSError:
+        return {"enabled": False}
+    from sampan.linux import seccomp as scmp
+
+    return {
+        "enabled": True,
+        "actions": list(scmp.ACTIONS),
+        "operators": list(scmp.COMPARISONS),
+        "archs": list(ARCHES),
+        "knownFlags": list(scmp.FLAG_ATTRS),
+        "supportedFlags": supported,
+    }
+
+
 def _load(plan: _Plan, state_json: bytes | None, listener: socket.socket | None) -> None:
     from sampan.linux import seccomp as scmp
 
@@ -130,7 +137,7 @@ def _load(plan: _Plan, state_json: bytes | None, listener: socket.socket | None)
             filt.add_arch(token)
         for flag in plan.flags:
             try:
-                filt.set_attr(_flag_attr(flag), 1)
+                filt.set_attr(scmp.FLAG_ATTRS[flag], 1)
             except OSError:
                 raise ValueError(_unsupported_flag(flag)) from None
         notifies = False
@@ -151,22 +158,6 @@ def _load(plan: _Plan, state_json: bytes | None, listener: socket.socket | None)
     # spending a syscall that the filter might not allow.
 
 
-def features() -> dict:
-    """The `linux.seccomp` part of `sampan-runc features` (runtime-spec features-linux.md)."""
-    try:
-        supported = _supported_flags()
-    except OSError:
-        return {"enabled": False}
-    return {
-        "enabled": True,
-        "actions": list(ACTIONS),
-        "operators": list(OPERATORS),
-        "archs": list(ARCHES),
-        "knownFlags": list(FLAGS),
-        "supportedFlags": [f for f in FLAGS if f in supported],
-    }
-
-
 def _plan(cfg: dict) -> _Plan:
     from sampan.linux import seccomp as scmp
 
@@ -184,7 +175,7 @@ def _plan(cfg: dict) -> _Plan:
             raise ValueError(f"seccomp: unknown architecture {arch}")
         plan.arches.append(arch.removeprefix("SCMP_ARCH_").lower())
     for flag in _strings(cfg, "flags"):
-        if flag not in FLAGS:
+        if flag not in scmp.FLAG_ATTRS:
             raise ValueError(f"seccomp: unknown flag {flag}")
         plan.flags.append(flag)
 
@@ -228,44 +219,24 @@ def _plan(cfg: dict) -> _Plan:
 def _action(name: object, errno_ret: object, field: str, errno_field: str) -> int:
     from sampan.linux import seccomp as scmp
 
-    values = {
-        "SCMP_ACT_KILL": scmp.ACT_KILL_THREAD,  # libseccomp's own alias
-        "SCMP_ACT_KILL_PROCESS": scmp.ACT_KILL_PROCESS,
-        "SCMP_ACT_KILL_THREAD": scmp.ACT_KILL_THREAD,
-        "SCMP_ACT_TRAP": scmp.ACT_TRAP,
-        "SCMP_ACT_ERRNO": scmp.ACT_ERRNO,
-        "SCMP_ACT_TRACE": scmp.ACT_TRACE,
-        "SCMP_ACT_ALLOW": scmp.ACT_ALLOW,
-        "SCMP_ACT_LOG": scmp.ACT_LOG,
-        "SCMP_ACT_NOTIFY": scmp.ACT_NOTIFY,
-    }
     if name is None:
         raise ValueError(f"seccomp: {field} is required")
-    if name not in values:
+    if name not in scmp.ACTIONS:
         raise ValueError(f"seccomp: unknown action {name}")
     if name not in _ERRNO_ACTIONS:
         if errno_ret is not None:
             raise ValueError(f"seccomp: {errno_field} is only valid with SCMP_ACT_ERRNO or SCMP_ACT_TRACE, not {name}")
-        return values[name]
+        return scmp.ACTIONS[name]
     if errno_ret is None:
         errno_ret = _EPERM
     if not _is_uint(errno_ret) or errno_ret > scmp.ACT_DATA_MASK:
         raise ValueError(f"seccomp: {errno_field} must be an integer from 0 to {scmp.ACT_DATA_MASK}")
-    return values[name] | errno_ret
+    return scmp.ACTIONS[name] | errno_ret
 
 
 def _comparisons(args: object, where: str) -> list[tuple[int, int, int, int]]:
     from sampan.linux import seccomp as scmp
 
-    ops = {
-        "SCMP_CMP_NE": scmp.CMP_NE,
-        "SCMP_CMP_LT": scmp.CMP_LT,
-        "SCMP_CMP_LE": scmp.CMP_LE,
-        "SCMP_CMP_EQ": scmp.CMP_EQ,
-        "SCMP_CMP_GE": scmp.CMP_GE,
-        "SCMP_CMP_GT": scmp.CMP_GT,
-        "SCMP_CMP_MASKED_EQ": scmp.CMP_MASKED_EQ,
-    }
     if not isinstance(args, list):
         raise ValueError(f"seccomp: {where}.args must be an array")
     comparisons = []
@@ -279,10 +250,10 @@ def _comparisons(args: object, where: str) -> list[tuple[int, int, int, int]]:
         for field, v in (("value", value), ("valueTwo", value_two)):
             if not _is_uint(v) or v >= 1 << 64:
                 raise ValueError(f"seccomp: {at}.{field} must be an unsigned 64-bit integer")
-        if op not in ops:
+        if op not in scmp.COMPARISONS:
             raise ValueError(f"seccomp: unknown operator {op}")
         # For MASKED_EQ, OCI's value is the mask and valueTwo the expected result, as in libseccomp.
-        comparisons.append((index, ops[op], value, value_two))
+        comparisons.append((index, scmp.COMPARISONS[op], value, value_two))
     return comparisons
 
 
@@ -303,26 +274,15 @@ def _is_uint(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
-def _flag_attr(flag: str) -> int:
-    from sampan.linux import seccomp as scmp
-
-    return {
-        "SECCOMP_FILTER_FLAG_TSYNC": scmp.ATTR_CTL_TSYNC,
-        "SECCOMP_FILTER_FLAG_LOG": scmp.ATTR_CTL_LOG,
-        "SECCOMP_FILTER_FLAG_SPEC_ALLOW": scmp.ATTR_CTL_SSB,
-        "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": scmp.ATTR_CTL_WAITKILL,
-    }[flag]
-
-
 def _supported_flags() -> list[str]:
     """The flags libseccomp accepts; it probes the kernel for each one it knows."""
     from sampan.linux import seccomp as scmp
 
     supported = []
     with scmp.Filter(scmp.ACT_ALLOW) as filt:
-        for flag in FLAGS:
+        for flag, attr in scmp.FLAG_ATTRS.items():
             try:
-                filt.set_attr(_flag_attr(flag), 1)
+                filt.set_attr(attr, 1)
             except OSError:
                 continue
             supported.append(flag)
@@ -348,7 +308,10 @@ class _Agent:
 
         if state_json is None:
             raise ValueError("seccomp: SCMP_ACT_NOTIFY needs the container state to send to listenerPath")
-        state = json.loads(state_json)
+        try:
+            state = json.loads(state_json)
+        except ValueError as e:
+            raise ValueError(f"seccomp: the container state is not JSON: {e}") from None
         if not isinstance(state, dict) or "ociVersion" not in state or "pid" not in state:
             raise ValueError("seccomp: the container state needs ociVersion and pid")
         # The "container process state" of config-linux.md.

@@ -1,25 +1,28 @@
 """The runtime's on-disk state: one directory per container under the state root."""
 from __future__ import annotations
 
-import json
 import os
-import re
 import time
-from typing import Any
+
+from .. import fastjson
 
 from .errors import BadState, ContainerExists, ContainerNotFound
 from .fsutil import atomic_write
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 DEFAULT_ROOT = "/run/sampan-runc"
 STATE_FILE = "state.json"
 EXEC_SOCKET = "exec.sock"
-_ID = re.compile(r"^[\w+\-.]+$")
+_ID_PUNCTUATION = set("_+-.")
 
 
 def check_id(container_id: str) -> None:
     if not container_id:
         raise BadState("container id cannot be empty")
-    if not _ID.match(container_id) or container_id in (".", "..") or len(container_id) > 1024:
+    if not all(ch.isalnum() or ch in _ID_PUNCTUATION for ch in container_id) or not container_id.isascii() or container_id in (".", "..") or len(container_id) > 1024:
         raise BadState(f"invalid container id format: {container_id}")
 
 
@@ -40,20 +43,20 @@ def reserve(root: str, container_id: str) -> str:
 
 
 def save(root: str, state: dict[str, Any]) -> None:
-    atomic_write(os.path.join(container_dir(root, state["id"]), STATE_FILE), json.dumps(state).encode())
+    atomic_write(os.path.join(container_dir(root, state["id"]), STATE_FILE), fastjson.dumps(state).encode())
 
 
 def load(root: str, container_id: str) -> dict[str, Any]:
     path = os.path.join(container_dir(root, container_id), STATE_FILE)
     try:
         with open(path, "rb") as f:
-            return json.load(f)
+            return fastjson.loads(f.read())  # type: ignore[return-value]
     except FileNotFoundError:
         if os.path.isdir(os.path.dirname(path)):
             # A create that died before writing state: report it so delete can clean it.
             return {"id": container_id, "pid": 0, "incomplete": True}
         raise ContainerNotFound(f"container does not exist: {container_id}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):
         return {"id": container_id, "pid": 0, "incomplete": True}
 
 

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from ..oci import runtime_spec
 from . import process
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _IPC_SYSCTLS = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
                 "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"}
