@@ -87,17 +87,18 @@ def cmd_run(rt: Any, argv: list[str]) -> int:
     detach = bool(p["detach"])
     if not detach:
         foreground.become_subreaper()
-    pid = rt.create(cid, str(p["bundle"]), CreateOptions(
-        console_socket=str(p["console-socket"]) or None, pid_file=str(p["pid-file"]) or None,
-        no_pivot=bool(p["no-pivot"]), preserve_fds=int(str(p["preserve-fds"]))))
+    opts = CreateOptions(console_socket=str(p["console-socket"]) or None, pid_file=str(p["pid-file"]) or None,
+                         no_pivot=bool(p["no-pivot"]), preserve_fds=int(str(p["preserve-fds"])), own_terminal=not detach)
+    pid = rt.create(cid, str(p["bundle"]), opts)
     try:
+        master = _receive_terminal(opts)
         rt.start(cid)
     except BaseException:
         rt.delete(cid, force=True)
         raise
     if detach:
         return 0
-    code = foreground.wait(pid)
+    code = foreground.wait(pid) if master is None else foreground.wait_with_terminal(pid, master)
     if not p["keep"]:
         rt.delete(cid, force=True)
     return code
@@ -189,10 +190,23 @@ def cmd_exec(rt: Any, argv: list[str]) -> int:
     detach = bool(p["detach"])
     if not detach:
         foreground.become_subreaper()
-    pid = rt.exec(cid, proc, ExecOptions(console_socket=str(p["console-socket"]) or None,
-                                         pid_file=str(p["pid-file"]) or None, detach=detach,
-                                         preserve_fds=int(str(p["preserve-fds"]))))
-    return 0 if detach else foreground.wait(pid)
+    opts = ExecOptions(console_socket=str(p["console-socket"]) or None, pid_file=str(p["pid-file"]) or None,
+                       detach=detach, preserve_fds=int(str(p["preserve-fds"])), own_terminal=not detach)
+    pid = rt.exec(cid, proc, opts)
+    master = _receive_terminal(opts)
+    if detach:
+        return 0
+    return foreground.wait(pid) if master is None else foreground.wait_with_terminal(pid, master)
+
+
+def _receive_terminal(opts: Any) -> int | None:
+    if opts.terminal_receiver is None:
+        return None
+    from ..runtime.console import recv_master
+    try:
+        return recv_master(opts.terminal_receiver)
+    finally:
+        opts.terminal_receiver.close()
 
 
 def _exec_process(rt: Any, cid: str, p: Parsed) -> dict[str, Any]:

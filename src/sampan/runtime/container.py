@@ -23,8 +23,11 @@ if TYPE_CHECKING:
 
 class CreateOptions:
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None, no_pivot: bool = False,
-                 preserve_fds: int = 0) -> None:
+                 preserve_fds: int = 0, own_terminal: bool = False) -> None:
         self.console_socket = console_socket
+        # Foreground run without a console socket: the caller proxies the pty, like runc.
+        self.own_terminal = own_terminal
+        self.terminal_receiver: _socket.socket | None = None
         self.pid_file = pid_file
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
@@ -32,8 +35,10 @@ class CreateOptions:
 
 class ExecOptions:
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None, detach: bool = False,
-                 preserve_fds: int = 0) -> None:
+                 preserve_fds: int = 0, own_terminal: bool = False) -> None:
         self.console_socket = console_socket
+        self.own_terminal = own_terminal
+        self.terminal_receiver: _socket.socket | None = None
         self.pid_file = pid_file
         self.detach = detach
         self.preserve_fds = preserve_fds
@@ -56,7 +61,7 @@ class Runtime:
         spec = runtime_spec.load(bundle)
         rootfs = validate.for_create(spec, bundle)
         proc = spec["process"]
-        if proc.get("terminal") and not opts.console_socket:
+        if proc.get("terminal") and not opts.console_socket and not opts.own_terminal:
             raise RuntimeError_("cannot allocate tty if runc will detach without setting console socket")
         if not proc.get("terminal") and opts.console_socket:
             raise RuntimeError_("cannot use console socket if runc will not detach or allocate tty")
@@ -78,9 +83,7 @@ class Runtime:
             if resources:
                 cgroup.set(resources)
             listener = _listen(state_dir, st.EXEC_SOCKET)
-            if opts.console_socket:
-                from . import console as console_mod
-                console = console_mod.connect(opts.console_socket)
+            console = _console_for(proc, opts)
             init_opts = InitOptions(spec=spec, process=proc, bundle=bundle, rootfs=rootfs, no_pivot=opts.no_pivot,
                                     preserve_fds=opts.preserve_fds, console=console, exec_listener=listener)
             pid = self._spawn(init_opts, cgroup, record)
@@ -260,16 +263,13 @@ class Runtime:
             raise BadState("cannot exec in a paused container")
         from . import process as process_mod
         process_mod.validate(proc)
-        if proc.get("terminal") and not opts.console_socket:
+        if proc.get("terminal") and not opts.console_socket and not opts.own_terminal:
             raise RuntimeError_("cannot allocate tty if runc will detach without setting console socket")
         spec = record["config"]
         from .namespaces import plan
         from ..linux.namespaces import KINDS
         join = [(kind, f"/proc/{record['pid']}/ns/{KINDS[kind][1]}") for kind, _ in plan(spec)]
-        console = None
-        if opts.console_socket:
-            from . import console as console_mod
-            console = console_mod.connect(opts.console_socket)
+        console = _console_for(proc, opts)
         from .cgroups import manager_from_state
         cgroup = manager_from_state(record["cgroup"])
         init_opts = InitOptions(spec=spec, process=proc, preserve_fds=opts.preserve_fds, console=console, join=join)
@@ -307,6 +307,18 @@ class Runtime:
         if opts.pid_file:
             atomic_write(os.path.abspath(opts.pid_file), str(pid).encode(), 0o644)
         return pid
+
+
+def _console_for(proc: dict[str, Any], opts: CreateOptions | ExecOptions) -> _socket.socket | None:
+    """The socket the init sends its pty master over, if the process wants a terminal."""
+    if not proc.get("terminal"):
+        return None
+    if opts.console_socket:
+        from . import console as console_mod
+        return console_mod.connect(opts.console_socket)
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    opts.terminal_receiver = ours
+    return theirs
 
 
 def _expect(msg: dict[str, Any], kind: str) -> dict[str, Any]:

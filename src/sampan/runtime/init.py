@@ -48,9 +48,20 @@ def _fail(chan: Channel, exc: BaseException) -> NoReturn:
         os._exit(1)
 
 
+def _preload(opts: InitOptions) -> None:
+    """Import now what later steps need: after pivot_root the host's files are out of reach."""
+    if opts.process.get("terminal"):
+        from . import console  # noqa: F401
+    if (opts.spec.get("linux") or {}).get("seccomp"):
+        from . import seccomp  # noqa: F401
+    if (opts.spec.get("hooks") or {}).get("startContainer"):
+        import subprocess  # noqa: F401
+
+
 def stage1(chan: Channel, opts: InitOptions) -> NoReturn:
     """Enter or create the namespaces, then fork the process that lives in them."""
     try:
+        _preload(opts)
         # While python runs in a container's namespaces, /proc/<pid>/exe, fds and maps of this
         # process must stay out of the container's reach (CVE-2019-5736).
         p.set_dumpable(False)
