@@ -34,8 +34,8 @@ cat > "$launcher" <<LAUNCHER
 #!$repo/.venv/bin/python3 -IS
 import sys
 sys.path.insert(0, "$repo/src")
-from sampan.cli.runc import main
-sys.exit(main())
+from sampan.cli.runc import entry
+entry()
 LAUNCHER
 chmod 755 "$launcher"
 .venv/bin/python -m compileall -q src >/dev/null

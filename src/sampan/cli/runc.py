@@ -258,6 +258,51 @@ def cmd_resume(rt: Any, argv: list[str]) -> int:
     return 0
 
 
+_UPDATE_FLAGS = {  # runc update flag -> (resources section, key)
+    "memory": ("memory", "limit"), "memory-reservation": ("memory", "reservation"),
+    "memory-swap": ("memory", "swap"), "kernel-memory": ("memory", "kernel"),
+    "cpu-shares": ("cpu", "shares"), "cpu-quota": ("cpu", "quota"), "cpu-period": ("cpu", "period"),
+    "cpu-rt-runtime": ("cpu", "realtimeRuntime"), "cpu-rt-period": ("cpu", "realtimePeriod"),
+    "cpuset-cpus": ("cpu", "cpus"), "cpuset-mems": ("cpu", "mems"),
+    "pids-limit": ("pids", "limit"), "blkio-weight": ("blockIO", "weight"),
+}
+
+
+def cmd_update(rt: Any, argv: list[str]) -> int:
+    p = parse(argv, [Flag(("resources", "r"), "str", "")] + [Flag((name,), "str", "") for name in _UPDATE_FLAGS])
+    cid = _one_id(p, "update")
+    resources: dict[str, Any] = {}
+    if p["resources"]:
+        source = sys.stdin if p["resources"] == "-" else open(str(p["resources"]))
+        try:
+            loaded = fastjson.loads(source.read())
+        except ValueError as e:
+            raise UsageError(f"invalid resources JSON: {e}") from None
+        finally:
+            if source is not sys.stdin:
+                source.close()
+        if not isinstance(loaded, dict):
+            raise UsageError("resources must be a JSON object")
+        resources = loaded
+    for name, (section, key) in _UPDATE_FLAGS.items():
+        raw = str(p[name])
+        if raw:
+            resources.setdefault(section, {})[key] = raw if key in ("cpus", "mems") else _size(raw)
+    rt.update(cid, resources)
+    return 0
+
+
+def _size(raw: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    text = raw.strip().lower().removesuffix("b")
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise UsageError(f"invalid value {raw!r}") from None
+
+
 def cmd_spec(rt: Any, argv: list[str]) -> int:
     from ..oci.runtime_spec import default_spec
     p = parse(argv, [Flag(("bundle", "b"), "str", ""), Flag(("rootless",))])
@@ -280,14 +325,14 @@ def cmd_features(rt: Any, argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[Any, list[str]], int]] = {
     "create": cmd_create, "start": cmd_start, "run": cmd_run, "state": cmd_state, "kill": cmd_kill,
     "delete": cmd_delete, "list": cmd_list, "ps": cmd_ps, "exec": cmd_exec, "pause": cmd_pause,
-    "resume": cmd_resume, "spec": cmd_spec, "features": cmd_features,
+    "resume": cmd_resume, "spec": cmd_spec, "features": cmd_features, "update": cmd_update,
 }
 
 USAGE = """usage: sampan-runc [global options] command [command options] [arguments...]
 
 An OCI runtime with runc's command line, written in Python.
 
-commands: create start run state kill delete list ps exec pause resume spec features
+commands: create start run state kill delete list ps exec pause resume update spec features
 global options: --root DIR, --log FILE, --log-format text|json, --systemd-cgroup, --debug"""
 
 
@@ -304,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
             print(USAGE)
             return 0
         command, rest = g.args[0], g.args[1:]
+        if command in ("create", "run", "exec"):
+            from ..runtime.cgroups.prime import warm_migration_lock
+            warm_migration_lock()
         handler = COMMANDS.get(command)
         if handler is None:
             raise UsageError(f"No help topic for '{command}'")
@@ -321,17 +369,18 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("SAMPAN_DEBUG") and not isinstance(e, (RuntimeError_, SpecError, UsageError)):
             import traceback
             traceback.print_exc()
-        log.write("error", _message(e))
+        from ..runtime.errors import describe
+        log.write("error", describe(e))
         return 1
 
 
-def _message(e: Exception) -> str:
-    if isinstance(e, OSError) and e.filename and e.strerror and str(e.filename) not in e.strerror:
-        return f"{e.strerror}: {e.filename}"
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    return str(e) or type(e).__name__
+def entry() -> None:
+    """Process entry point: skips interpreter teardown (milliseconds per container)."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

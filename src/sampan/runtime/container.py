@@ -79,9 +79,6 @@ class Runtime:
             cgroup.create()
             record["cgroup"] = cgroup.to_state()
             st.save(self.root, record)
-            resources = (spec.get("linux") or {}).get("resources")
-            if resources:
-                cgroup.set(resources)
             listener = _listen(state_dir, st.EXEC_SOCKET)
             console = _console_for(proc, opts)
             init_opts = InitOptions(spec=spec, process=proc, bundle=bundle, rootfs=rootfs, no_pivot=opts.no_pivot,
@@ -116,8 +113,6 @@ class Runtime:
         child.close()
         pid = 0
         try:
-            cgroup.apply(first)
-            parent.send("go")
             msg = parent.recv()
             if msg["type"] == "userns":
                 from .namespaces import write_id_maps
@@ -126,10 +121,16 @@ class Runtime:
                 msg = parent.recv()
             pid = _expect(msg, "pid")["pid"]
             os.waitpid(first, 0)
+            cgroup.apply(pid)
+            parent.send("cgroup-done")
             record.update(pid=pid, pid_start=st.process_start_time(pid))
             st.save(self.root, record)
             _set_oom_score(pid, opts.process, self.warn)
             parent.expect("hooks")
+            # Limits apply once the root filesystem is made: a device rule may forbid its mknods.
+            resources = (opts.spec.get("linux") or {}).get("resources")
+            if resources:
+                cgroup.set(resources)
             oci_state = {**st.oci_state(self.root, record), "status": "creating"}
             hooks.run(opts.spec, "prestart", oci_state)
             hooks.run(opts.spec, "createRuntime", oci_state)
@@ -218,6 +219,22 @@ class Runtime:
         from .cgroups import manager_from_state
         manager_from_state(record["cgroup"]).thaw()
 
+    def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        """Change the cgroup limits of a live container and remember them in its state."""
+        record = st.load(self.root, container_id)
+        if st.status(self.root, record) in ("stopped", "creating"):
+            raise BadState("container not running")
+        from .cgroups import manager_from_state
+        manager_from_state(record["cgroup"]).set(resources)
+        linux = record["config"].setdefault("linux", {})
+        merged = linux.setdefault("resources", {})
+        for key, value in resources.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key].update(value)
+            else:
+                merged[key] = value
+        st.save(self.root, record)
+
     # -- delete -----------------------------------------------------------------------
     def delete(self, container_id: str, force: bool = False) -> None:
         try:
@@ -235,7 +252,7 @@ class Runtime:
             cgroup = manager_from_state(record["cgroup"])
         if status != "stopped" and record.get("pid"):
             _quietly(lambda: os.kill(record["pid"], _signal.SIGKILL))
-        if cgroup is not None:
+        if cgroup is not None and _quietly(cgroup.pids):
             # Processes of a container without its own pid namespace outlive the init.
             _quietly(lambda: cgroup.kill_all(_signal.SIGKILL))
             if status == "paused":
@@ -284,10 +301,10 @@ class Runtime:
             console.close()
         pid = 0
         try:
-            cgroup.apply(first)
-            parent.send("go")
             pid = parent.expect("pid")["pid"]
             _reap(first)
+            cgroup.apply(pid)
+            parent.send("cgroup-done")
             for warning in parent.expect("ready").get("warnings") or []:
                 self.warn(warning)
             msg = parent.recv()  # eof once execve succeeded (the channel is close-on-exec)
@@ -403,8 +420,8 @@ def _wait_empty(cgroup: Any, timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
-def _quietly(fn: Callable[[], Any]) -> None:
+def _quietly(fn: Callable[[], Any]) -> Any:
     try:
-        fn()
+        return fn()
     except (OSError, ProcessLookupError):
-        pass
+        return None

@@ -15,3 +15,12 @@ class ContainerExists(RuntimeError_):
 
 class BadState(RuntimeError_):
     pass
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a user: OSErrors without the "[Errno N]" noise, with their path if any."""
+    if isinstance(exc, OSError) and exc.strerror:
+        if exc.filename and str(exc.filename) not in exc.strerror:
+            return f"{exc.strerror}: {exc.filename}"
+        return exc.strerror
+    return str(exc) or type(exc).__name__

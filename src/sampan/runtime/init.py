@@ -12,6 +12,7 @@ from ..linux import mount as m
 from ..linux import namespaces as linux_ns
 from ..linux import process as p
 from . import hooks, namespaces, process
+from .errors import describe
 from .sync import Channel
 
 TYPE_CHECKING = False
@@ -38,7 +39,7 @@ class InitOptions:
 
 
 def _fail(chan: Channel, exc: BaseException) -> NoReturn:
-    message = str(exc) if isinstance(exc, (OSError, ValueError, hooks.HookError)) else f"{type(exc).__name__}: {exc}"
+    message = describe(exc) if isinstance(exc, (OSError, ValueError, hooks.HookError)) else f"{type(exc).__name__}: {exc}"
     if os.environ.get("SAMPAN_DEBUG"):
         import traceback
         message += "\n" + traceback.format_exc()
@@ -65,7 +66,6 @@ def stage1(chan: Channel, opts: InitOptions) -> NoReturn:
         # While python runs in a container's namespaces, /proc/<pid>/exe, fds and maps of this
         # process must stay out of the container's reach (CVE-2019-5736).
         p.set_dumpable(False)
-        chan.expect("go")
         seccomp_cfg = (opts.spec.get("linux") or {}).get("seccomp")
         if seccomp_cfg and seccomp_cfg.get("listenerPath"):
             from . import seccomp  # the listener path is a host path: connect before entering the container
@@ -92,6 +92,8 @@ def stage1(chan: Channel, opts: InitOptions) -> NoReturn:
         if pid:
             chan.send("pid", pid=pid)
             os._exit(0)
+        # The parent now moves this process into its cgroup; the first cgroup write costs
+        # milliseconds (an RCU grace period), so the root filesystem is made meanwhile.
         if opts.join:
             _exec_stage2(chan, opts)
         _init_stage2(chan, opts, new)
@@ -106,9 +108,20 @@ def _init_stage2(chan: Channel, opts: InitOptions, new: set[str]) -> NoReturn:
         os.setsid()
         spec = opts.spec
         linux = spec.get("linux") or {}
+        in_cgroup = False
+
+        def enter_cgroup() -> None:
+            nonlocal in_cgroup
+            if not in_cgroup:
+                chan.expect("cgroup-done")
+                if "cgroup" in new:  # its root is the cgroup we are in when unsharing
+                    linux_ns.unshare(linux_ns.CLONE_NEWCGROUP)
+                in_cgroup = True
+
         root = Rootfs(spec, opts.rootfs, opts.bundle, userns="user" in {k for k, _ in namespaces.plan(spec)},
-                      cgroupns="cgroup" in new)
+                      cgroupns="cgroup" in new, before_cgroup_mount=enter_cgroup)
         root.prepare()
+        enter_cgroup()
         chan.send("hooks")
         state = chan.expect("hooks-done")["state"]
         hooks.run(spec, "createContainer", state)
@@ -130,6 +143,7 @@ def _init_stage2(chan: Channel, opts: InitOptions, new: set[str]) -> NoReturn:
 def _exec_stage2(chan: Channel, opts: InitOptions) -> NoReturn:
     try:
         os.setsid()
+        chan.expect("cgroup-done")
         if opts.process.get("terminal"):
             _setup_terminal(opts, console_mount=False)
         _finish(chan, opts, opts.state)

@@ -44,9 +44,10 @@ def _same_ns(fd: int, path: str) -> bool:
 
 
 def unshare_flags(kinds: set[str]) -> int:
+    """Flags for the first unshare: user comes before it, cgroup after joining the cgroup."""
     flags = 0
     for kind in kinds:
-        if kind != "user":
+        if kind not in ("user", "cgroup"):
             flags |= ns.KINDS[kind][0]
     return flags
 

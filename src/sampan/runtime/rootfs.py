@@ -13,7 +13,7 @@ from .fsutil import secure_join
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable
 
 DEFAULT_DEVICES = (  # path, major, minor (all char devices, 0666)
     ("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
@@ -27,8 +27,10 @@ _LOCKED_FLAGS = ((os.ST_NOSUID, m.MS_NOSUID), (os.ST_NODEV, m.MS_NODEV), (os.ST_
 
 
 class Rootfs:
-    def __init__(self, spec: dict[str, Any], rootfs: str, bundle: str, *, userns: bool, cgroupns: bool) -> None:
+    def __init__(self, spec: dict[str, Any], rootfs: str, bundle: str, *, userns: bool, cgroupns: bool,
+                 before_cgroup_mount: Callable[[], None] = lambda: None) -> None:
         self.spec = spec
+        self.before_cgroup_mount = before_cgroup_mount
         self.root = rootfs
         self.bundle = bundle
         self.userns = userns
@@ -71,6 +73,7 @@ class Rootfs:
         target = self._target(dest)
         try:
             if fstype == "cgroup" or fstype == "cgroup2":
+                self.before_cgroup_mount()
                 self._mount_cgroups(target, flags)
             elif flags & m.MS_BIND or fstype == "bind":
                 self._bind(source, target, flags | m.MS_BIND)
@@ -181,7 +184,10 @@ class Rootfs:
             raise ValueError(f"device {dev['path']}: unknown type {kind!r}")
         if os.path.lexists(target):
             os.unlink(target)
-        os.mknod(target, fmt | mode, os.makedev(dev.get("major", 0), dev.get("minor", 0)) if kind != "p" else 0)
+        try:
+            os.mknod(target, fmt | mode, os.makedev(dev.get("major", 0), dev.get("minor", 0)) if kind != "p" else 0)
+        except OSError as e:
+            raise OSError(e.errno, f"mknod {dev['path']}: {e.strerror}") from None
         os.chown(target, dev.get("uid", 0) or 0, dev.get("gid", 0) or 0)
 
     def _dev_symlinks(self) -> None:
