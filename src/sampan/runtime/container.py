@@ -11,6 +11,7 @@ import time
 
 from ..oci import runtime_spec
 from . import hooks, state as st
+from .device_rules import with_device_rules
 from .errors import BadState, ContainerNotFound, RuntimeError_
 from .fsutil import atomic_write, remove_tree
 from .init import InitOptions, stage1
@@ -128,7 +129,7 @@ class Runtime:
             _set_oom_score(pid, opts.process, self.warn)
             parent.expect("hooks")
             # Limits apply once the root filesystem is made: a device rule may forbid its mknods.
-            resources = (opts.spec.get("linux") or {}).get("resources")
+            resources = with_device_rules(opts.spec.get("linux") or {})
             if resources:
                 cgroup.set(resources)
             oci_state = {**st.oci_state(self.root, record), "status": "creating"}

@@ -54,7 +54,8 @@ def _preload(opts: InitOptions) -> None:
     if opts.process.get("terminal"):
         from . import console  # noqa: F401
     if (opts.spec.get("linux") or {}).get("seccomp"):
-        from . import seccomp  # noqa: F401
+        from . import seccomp
+        seccomp.prepare()
     if (opts.spec.get("hooks") or {}).get("startContainer"):
         import subprocess  # noqa: F401
 

@@ -55,6 +55,13 @@ class _Plan:
         self.metadata: str | None = None
 
 
+def prepare() -> None:
+    """Open libseccomp now: once a process has entered a container the host's library is out of reach."""
+    from sampan.linux import seccomp as scmp
+
+    scmp.version()
+
+
 def validate(cfg: dict) -> None:
     """Raise ValueError with a one-line message if `cfg` cannot be loaded on this host."""
     plan = _plan(cfg)

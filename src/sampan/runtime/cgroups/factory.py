@@ -34,7 +34,7 @@ def manager_for(
     from .v2 import V2Manager
 
     mountpoint = hierarchy.unified_mountpoint(root, mode)
-    unified = V2Manager(root, place(UNIFIED, hierarchy.v2_mount(mountpoint)), mountpoint=mountpoint)
+    unified = V2Manager(root, place(UNIFIED, hierarchy.v2_mount(mountpoint)), mountpoint=mountpoint, enable_all=False)
     return HybridManager(root, V1Manager(root, v1_paths), unified)
 
 
@@ -59,6 +59,6 @@ def manager_from_state(state: dict) -> Manager:
         from .v2 import V2Manager
 
         mountpoint = hierarchy.unified_mountpoint(root, mode)
-        unified = V2Manager(root, unified_dir, mountpoint=mountpoint)
+        unified = V2Manager(root, unified_dir, mountpoint=mountpoint, enable_all=False)
         return HybridManager(root, V1Manager(root, v1_paths), unified, created)
     raise ValueError(f"cgroup state: unknown mode {mode!r}")

@@ -52,7 +52,7 @@ class HybridManager(Manager):
             return False
         if key == "devices":
             return True
-        available = self._v2.controllers()
+        available = self._v2.hierarchy_controllers()
         return any(c in available for c in V2_CONTROLLERS.get(key, ()))
 
     # -- freezer (v1) ------------------------------------------------------------------

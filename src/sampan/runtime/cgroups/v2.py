@@ -7,17 +7,28 @@ import os
 from . import devices, fs, v2_resources
 from .base import FREEZE_TIMEOUT, SIGKILL, Manager, limit_or_none
 from .hierarchy import UNIFIED
-from .resources import controller_of
+from .resources import V2_CONTROLLERS, controller_of
 
 
 class V2Manager(Manager):
     mode = "v2"
 
-    def __init__(self, root: str, path: str, created: list[str] | None = None, *, mountpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        path: str,
+        created: list[str] | None = None,
+        *,
+        mountpoint: str | None = None,
+        enable_all: bool = True,
+    ) -> None:
         """`path` is the container's cgroup dir; `mountpoint` the cgroup2 mount holding it
-        (defaults to `root`; a hybrid host has it at root/unified)."""
+        (defaults to `root`; a hybrid host has it at root/unified). With `enable_all`,
+        create() offers the container every controller its parents have, as runc does, so
+        stats and later updates find their files; else set() enables just what it needs."""
         super().__init__(root, created)
         self.mountpoint = mountpoint or root
+        self._enable_all = enable_all
         if os.path.commonpath([self.mountpoint, path]) != self.mountpoint or path == self.mountpoint:
             raise ValueError(f"cgroup v2: {path} is not a cgroup below {self.mountpoint}")
         self._path = path
@@ -27,17 +38,15 @@ class V2Manager(Manager):
 
     def create(self) -> None:
         fs.make_dirs(self._path, self._created)
-        d = self.mountpoint
-        _enable_controllers(d)
-        for part in os.path.relpath(os.path.dirname(self._path), d).split("/"):
-            if part != ".":
-                d = os.path.join(d, part)
-                _enable_controllers(d)
+        if self._enable_all:
+            self._offer(self.hierarchy_controllers())
 
     def apply(self, pid: int) -> None:
         fs.write(self._path, "cgroup.procs", str(pid))
 
     def set(self, resources: dict) -> None:
+        wanted = [c for key, section in resources.items() if section for c in V2_CONTROLLERS.get(key, ())]
+        self._offer(wanted + [controller_of(name) for name in resources.get("unified") or {}])
         # Everything is validated before the first write.
         plan = v2_resources.plan(resources, fs.Files(lambda _name: self._path))
         unified = v2_resources.unified(resources.get("unified") or {})
@@ -64,6 +73,39 @@ class V2Manager(Manager):
                     f"(cgroup.controllers: {' '.join(self.controllers()) or 'none'})",
                     os.path.join(self._path, name),
                 ) from None
+
+    def _offer(self, controllers: list[str]) -> None:
+        """Enable `controllers` in cgroup.subtree_control from the mount down to our parent.
+        Best effort, as runc: a parent holding tasks refuses (EBUSY), a controller may be
+        missing from the host; a write that then lacks its file fails in set() with a
+        message naming the controller."""
+        missing = set(controllers) - set(self.controllers()) - {"cgroup"}
+        if not missing:
+            return
+        for d in self._ancestors():
+            try:
+                available = set(fs.read(d, "cgroup.controllers").split())
+                enabled = set(fs.read(d, "cgroup.subtree_control").split())
+            except FileNotFoundError:
+                return
+            for controller in sorted((missing & available) - enabled):
+                try:
+                    fs.write(d, "cgroup.subtree_control", "+" + controller)
+                except OSError:
+                    pass
+
+    def _ancestors(self) -> list[str]:
+        """The mount's root cgroup down to our parent."""
+        dirs = [self.mountpoint]
+        rel = os.path.relpath(os.path.dirname(self._path), self.mountpoint)
+        if rel != ".":
+            for part in rel.split("/"):
+                dirs.append(os.path.join(dirs[-1], part))
+        return dirs
+
+    def hierarchy_controllers(self) -> list[str]:
+        """Controllers the hierarchy has at all (its root's cgroup.controllers)."""
+        return fs.read(self.mountpoint, "cgroup.controllers").split()
 
     def controllers(self) -> list[str]:
         """Controllers available in the container's cgroup."""
@@ -135,19 +177,3 @@ class V2Manager(Manager):
         except FileNotFoundError:
             return False
 
-
-def _enable_controllers(d: str) -> None:
-    """Offer every controller `d` has to its children. Best effort, as runc: a parent holding
-    tasks refuses (EBUSY) and some controllers cannot be enabled everywhere; a resource that
-    then needs one fails in set() with a message naming it."""
-    try:
-        available = fs.read(d, "cgroup.controllers").split()
-        enabled = set(fs.read(d, "cgroup.subtree_control").split())
-    except FileNotFoundError:
-        return
-    for controller in available:
-        if controller not in enabled:
-            try:
-                fs.write(d, "cgroup.subtree_control", "+" + controller)
-            except OSError:
-                pass
