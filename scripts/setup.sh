@@ -38,6 +38,7 @@ from sampan.cli.runc import entry
 entry()
 LAUNCHER
 chmod 755 "$launcher"
+ln -sf "$repo/.venv/bin/sampan" /usr/local/bin/sampan
 .venv/bin/python -m compileall -q src >/dev/null
 
 ./scripts/build-images.sh >/dev/null
