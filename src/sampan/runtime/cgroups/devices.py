@@ -18,9 +18,14 @@ _ACCESS_BITS = {"r": READ, "w": WRITE, "m": MKNOD}  # in the order v1 prints the
 # The devices the OCI spec says every container has (/dev/null, zero, full, random, urandom,
 # tty, console, ptmx) and its pseudo-terminals. Rules start from deny-all, so a runtime adds
 # these to the spec's own rules, as runc does.
+# What every container may use whatever its config denies, as runc: mknod of anything, the
+# standard nodes, the console and ptys, and tun.
 DEFAULT_DEVICE_RULES: list[dict] = [
+    {"allow": True, "type": "c", "access": "m"},
+    {"allow": True, "type": "b", "access": "m"},
+] + [
     {"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
-    for major, minor in ((1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (136, None))
+    for major, minor in ((1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (136, None), (10, 200))
 ]
 
 # A device class as the kernel keys its exception list: (type "b"/"c", major, minor).

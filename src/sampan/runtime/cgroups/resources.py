@@ -64,11 +64,15 @@ def device(entry: dict, what: str) -> str:
         raise ValueError(f"{what}: each entry needs integer major and minor, got {entry!r}") from None
 
 
-def hugepage_size(size: object) -> str:
-    """Validate an OCI pageSize ("2MB", "1GB"); it becomes part of a file name."""
-    if not (isinstance(size, str) and size[:-2].isdigit() and size[-2:] in ("KB", "MB", "GB")):
-        raise ValueError(f"hugepageLimits: invalid pageSize {size!r} (want e.g. '2MB')")
-    return size
+def hugepage_limits(limits: list) -> list[tuple[str, str]]:
+    """(page size, limit) pairs; the size ("2MB", "1GB") becomes part of a file name."""
+    out = []
+    for entry in limits:
+        size = entry.get("pageSize")
+        if not (isinstance(size, str) and size[:-2].isdigit() and size[-2:] in ("KB", "MB", "GB")):
+            raise ValueError(f"hugepageLimits: invalid pageSize {size!r} (want e.g. '2MB')")
+        out.append((size, str(integer(entry.get("limit"), "hugepageLimits.limit"))))
+    return out
 
 
 def pids(section: dict) -> Plan:

@@ -134,10 +134,7 @@ def block_io(bio: dict, files: Files) -> Plan:
 
 
 def hugepages(limits: list, files: Files) -> Plan:
-    return [
-        (f"hugetlb.{common.hugepage_size(h.get('pageSize'))}.limit_in_bytes", str(common.integer(h.get("limit"), "hugepageLimits.limit")))
-        for h in limits
-    ]
+    return [(f"hugetlb.{size}.limit_in_bytes", value) for size, value in common.hugepage_limits(limits)]
 
 
 def network(net: dict, files: Files) -> Plan:

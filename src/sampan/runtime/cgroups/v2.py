@@ -45,13 +45,14 @@ class V2Manager(Manager):
         fs.write(self._path, "cgroup.procs", str(pid))
 
     def set(self, resources: dict) -> None:
-        wanted = [c for key, section in resources.items() if section for c in V2_CONTROLLERS.get(key, ())]
-        self._offer(wanted + [controller_of(name) for name in resources.get("unified") or {}])
-        # Everything is validated before the first write.
-        plan = v2_resources.plan(resources, fs.Files(lambda _name: self._path))
+        # Input is checked before the first write; enabling controllers comes before
+        # planning, which reads some of their files.
         unified = v2_resources.unified(resources.get("unified") or {})
         rules = resources.get("devices")
         device_state = None if rules is None else devices.effective(devices.parse_rules(rules))
+        wanted = [c for key, section in resources.items() if section for c in V2_CONTROLLERS.get(key, ())]
+        self._offer(wanted + [controller_of(name) for name, _value in unified])
+        plan = v2_resources.plan(resources, fs.Files(lambda _name: self._path))
         self._write(plan)
         if device_state is not None:
             from . import devices_bpf  # loads ctypes: only containers with device rules pay

@@ -137,10 +137,7 @@ def io(bio: dict, files: Files) -> Plan:
 
 
 def hugepages(limits: list, files: Files) -> Plan:
-    return [
-        (f"hugetlb.{common.hugepage_size(h.get('pageSize'))}.max", str(common.integer(h.get("limit"), "hugepageLimits.limit")))
-        for h in limits
-    ]
+    return [(f"hugetlb.{size}.max", value) for size, value in common.hugepage_limits(limits)]
 
 
 def rdma(section: dict, files: Files) -> Plan:
