@@ -12,8 +12,13 @@ def test_long_short_and_single_dash_long_forms():
     assert p["bundle"] == "/b" and p["detach"] is True and p["env"] == ["A=1", "B=2"] and p.args == ["id"]
 
 
-def test_flags_stop_at_first_positional():
-    p = parse(["id", "--detach"], FLAGS)
+def test_flags_after_positionals_are_flags_like_runc():
+    p = parse(["id", "--detach", "KILL"], FLAGS)
+    assert p["detach"] is True and p.args == ["id", "KILL"]
+
+
+def test_non_interspersed_parsing_stops_at_first_positional():
+    p = parse(["id", "--detach"], FLAGS, interspersed=False)
     assert p["detach"] is False and p.args == ["id", "--detach"]
 
 

@@ -28,7 +28,9 @@ class Parsed:
         return self.values[key]
 
 
-def parse(argv: list[str], flags: list[Flag]) -> Parsed:
+def parse(argv: list[str], flags: list[Flag], interspersed: bool = True) -> Parsed:
+    """Flags may also follow positional arguments (runc moves them before), except where the
+    positionals are a command line of their own (`interspersed=False`: exec, ps)."""
     table = {name: f for f in flags for name in f.names}
     out = Parsed({f.names[0]: ([] if f.kind == "multi" else (False if f.kind == "bool" and f.default is None else f.default))
                   for f in flags})
@@ -39,11 +41,19 @@ def parse(argv: list[str], flags: list[Flag]) -> Parsed:
             out.args.extend(argv[i + 1:])
             return out
         if not arg.startswith("-") or arg == "-":
-            out.args.extend(argv[i:])
-            return out
+            if not interspersed:
+                out.args.extend(argv[i:])
+                return out
+            out.args.append(arg)
+            i += 1
+            continue
         name, eq, value = arg.lstrip("-").partition("=")
         flag = table.get(name)
         if flag is None:
+            if out.args and interspersed and not name.isalpha():
+                out.args.append(arg)  # e.g. `kill ID -9`: a value, not a flag
+                i += 1
+                continue
             raise UsageError(f"flag provided but not defined: -{name}")
         key = flag.names[0]
         if flag.kind == "bool":

@@ -148,7 +148,7 @@ def cmd_list(rt: Any, argv: list[str]) -> int:
 
 
 def cmd_ps(rt: Any, argv: list[str]) -> int:
-    p = parse(argv, [Flag(("format", "f"), "str", "table")])
+    p = parse(argv, [Flag(("format", "f"), "str", "table")], interspersed=False)
     if not p.args:
         raise UsageError('"ps" requires a minimum of 1 argument')
     cid, ps_args = p.args[0], p.args[1:] or ["-ef"]
@@ -182,7 +182,7 @@ def cmd_exec(rt: Any, argv: list[str]) -> int:
                      Flag(("process", "p"), "str", ""), Flag(("detach", "d")), Flag(("pid-file",), "str", ""),
                      Flag(("process-label",), "str", ""), Flag(("apparmor",), "str", ""), Flag(("no-new-privs",)),
                      Flag(("cap", "c"), "multi"), Flag(("preserve-fds",), "str", "0"), Flag(("cgroup",), "multi"),
-                     Flag(("ignore-paused",))])
+                     Flag(("ignore-paused",))], interspersed=False)
     if not p.args:
         raise UsageError('"exec" requires a minimum of 1 argument')
     cid = p.args[0]
@@ -261,7 +261,8 @@ def cmd_resume(rt: Any, argv: list[str]) -> int:
 _UPDATE_FLAGS = {  # runc update flag -> (resources section, key)
     "memory": ("memory", "limit"), "memory-reservation": ("memory", "reservation"),
     "memory-swap": ("memory", "swap"), "kernel-memory": ("memory", "kernel"),
-    "cpu-shares": ("cpu", "shares"), "cpu-quota": ("cpu", "quota"), "cpu-period": ("cpu", "period"),
+    "cpu-share": ("cpu", "shares"), "cpu-shares": ("cpu", "shares"),  # runc's flag is --cpu-share
+    "cpu-quota": ("cpu", "quota"), "cpu-period": ("cpu", "period"),
     "cpu-rt-runtime": ("cpu", "realtimeRuntime"), "cpu-rt-period": ("cpu", "realtimePeriod"),
     "cpuset-cpus": ("cpu", "cpus"), "cpuset-mems": ("cpu", "mems"),
     "pids-limit": ("pids", "limit"), "blkio-weight": ("blockIO", "weight"),
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     log = Log("", "text")
     try:
-        g = parse(argv, GLOBAL_FLAGS)
+        g = parse(argv, GLOBAL_FLAGS, interspersed=False)
         log = Log(str(g["log"]), str(g["log-format"]))
         if g["version"]:
             print(f"sampan-runc version {VERSION}\nspec: 1.0.2-dev")

@@ -60,7 +60,9 @@ class Runtime:
         st.check_id(container_id)
         bundle = os.path.abspath(bundle)
         spec = runtime_spec.load(bundle)
-        rootfs = validate.for_create(spec, bundle)
+        rootfs, warnings = validate.for_create(spec, bundle)
+        for warning in warnings:
+            self.warn(warning)
         proc = spec["process"]
         if proc.get("terminal") and not opts.console_socket and not opts.own_terminal:
             raise RuntimeError_("cannot allocate tty if runc will detach without setting console socket")
@@ -208,8 +210,8 @@ class Runtime:
     def pause(self, container_id: str) -> None:
         record = st.load(self.root, container_id)
         status = st.status(self.root, record)
-        if status != "running":
-            raise BadState(f"container not running" if status in ("stopped", "created") else f"container already {status}")
+        if status not in ("running", "created"):
+            raise BadState("container not running" if status == "stopped" else f"container already {status}")
         from .cgroups import manager_from_state
         manager_from_state(record["cgroup"]).freeze()
 
@@ -280,7 +282,8 @@ class Runtime:
         if status == "paused":
             raise BadState("cannot exec in a paused container")
         from . import process as process_mod
-        process_mod.validate(proc)
+        for warning in process_mod.validate(proc):
+            self.warn(warning)
         if proc.get("terminal") and not opts.console_socket and not opts.own_terminal:
             raise RuntimeError_("cannot allocate tty if runc will detach without setting console socket")
         spec = record["config"]

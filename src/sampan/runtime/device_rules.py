@@ -1,7 +1,7 @@
 """The devices cgroup rules a container gets: its config's, then what every container needs.
 
 As runc does, the standard nodes (/dev/null, the ptys, tun, ...) and mknod of anything stay
-allowed whatever the config denies, and so do the devices the config asks to create.
+allowed whatever the config denies; devices the config creates still need a rule of their own.
 """
 from __future__ import annotations
 
@@ -21,8 +21,4 @@ def with_device_rules(linux: dict[str, Any]) -> dict[str, Any] | None:
     if not rules:
         return resources
     rules.extend(DEFAULT_DEVICE_RULES)
-    for dev in linux.get("devices") or []:
-        if dev.get("type", "c") in ("c", "b", "u"):
-            rules.append({"allow": True, "type": "b" if dev.get("type") == "b" else "c",
-                          "major": dev.get("major", 0), "minor": dev.get("minor", 0), "access": "rwm"})
     return {**resources, "devices": rules}

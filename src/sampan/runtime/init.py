@@ -125,7 +125,7 @@ def _init_stage2(chan: Channel, opts: InitOptions, new: set[str]) -> NoReturn:
         enter_cgroup()
         chan.send("hooks")
         state = chan.expect("hooks-done")["state"]
-        hooks.run(spec, "createContainer", state)
+        hooks.run(spec, "createContainer", {**state, "pid": os.getpid()})  # the pid as the container sees it
         root.pivot(opts.no_pivot)
         if opts.process.get("terminal"):
             _setup_terminal(opts, console_mount=True)
@@ -135,6 +135,8 @@ def _init_stage2(chan: Channel, opts: InitOptions, new: set[str]) -> NoReturn:
             p.sethostname(spec["hostname"])
         if spec.get("domainname") and "uts" in new:
             p.setdomainname(spec["domainname"])
+        # A missing working directory is made, as runc does, before the root may turn read-only.
+        os.makedirs(opts.process.get("cwd") or "/", 0o755, exist_ok=True)
         root.finalize()
         _finish(chan, opts, state)
     except BaseException as e:  # noqa: BLE001
@@ -216,7 +218,7 @@ def _finish(chan: Channel, opts: InitOptions, state: dict[str, Any] | None) -> N
         opts.exec_listener.close()
         conn.recv(1)
         try:
-            hooks.run(opts.spec, "startContainer", state or {})
+            hooks.run(opts.spec, "startContainer", {**(state or {}), "pid": os.getpid(), "status": "created"})
         except hooks.HookError as e:
             conn.send(str(e).encode())
             os._exit(1)

@@ -19,14 +19,25 @@ if TYPE_CHECKING:
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
 
-def validate(process: dict[str, Any]) -> None:
-    """Checks made in the parent so bad input fails before anything is created."""
+def validate(process: dict[str, Any]) -> list[str]:
+    """Checks made in the parent so bad input fails before anything is created; returns warnings.
+
+    Capabilities this kernel does not know are skipped, as runc does, so that a config
+    written for a newer kernel still runs."""
     for rl in process.get("rlimits") or []:
         if rl["type"] not in RLIMITS:
             raise ValueError(f"rlimit {rl['type']!r} is not supported")
-    for names in (process.get("capabilities") or {}).values():
-        for name in names or []:
-            c.number(name)
+    unknown = sorted({name for names in (process.get("capabilities") or {}).values() for name in names or []
+                      if _number(name) is None})
+    return [f"ignoring unknown or unavailable capabilities: {unknown}"] if unknown else []
+
+
+def _number(name: str) -> int | None:
+    try:
+        number = c.number(name)
+    except ValueError:
+        return None
+    return number if number <= c.last_cap() else None
 
 
 def set_rlimits(rlimits: list[dict[str, Any]]) -> list[str]:
@@ -50,7 +61,9 @@ def set_rlimits(rlimits: list[dict[str, Any]]) -> list[str]:
 def _mask(names: list[str] | None) -> int:
     bits = 0
     for name in names or []:
-        bits |= 1 << c.number(name)
+        number = _number(name)
+        if number is not None:
+            bits |= 1 << number
     return bits
 
 
@@ -95,8 +108,11 @@ def set_capabilities(capabilities: dict[str, Any] | None) -> None:
              _mask(capabilities.get("inheritable")))
     c.ambient_clear()
     for name in capabilities.get("ambient") or []:
+        number = _number(name)
+        if number is None:
+            continue
         try:
-            c.ambient_raise(c.number(name))
+            c.ambient_raise(number)
         except OSError:
             pass  # as runc: an ambient cap not in permitted+inheritable is skipped
 

@@ -90,8 +90,6 @@ def status(root: str, state: dict[str, Any]) -> str:
         return "creating"
     if not is_alive(state):
         return "stopped"
-    if os.path.exists(os.path.join(container_dir(root, state["id"]), EXEC_SOCKET)):
-        return "created"
     if state.get("cgroup"):
         from .cgroups import manager_from_state
         try:
@@ -99,6 +97,8 @@ def status(root: str, state: dict[str, Any]) -> str:
                 return "paused"
         except OSError:
             pass
+    if os.path.exists(os.path.join(container_dir(root, state["id"]), EXEC_SOCKET)):
+        return "created"
     return "running"
 
 

@@ -14,15 +14,15 @@ _IPC_SYSCTLS = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
                 "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"}
 
 
-def for_create(spec: dict[str, Any], bundle: str) -> str:
-    """Validates the spec; returns the absolute rootfs path."""
+def for_create(spec: dict[str, Any], bundle: str) -> tuple[str, list[str]]:
+    """Validates the spec; returns the absolute rootfs path and warnings."""
     linux = spec.get("linux") or {}
     kinds = {n["type"]: n.get("path") for n in linux.get("namespaces") or []}
     if "mount" not in kinds:
         raise runtime_spec.SpecError("a mount namespace is required to set up the root filesystem")
     for key in linux.get("sysctl") or {}:
         _check_sysctl(key, kinds)
-    process.validate(spec["process"])
+    warnings = process.validate(spec["process"])
     if linux.get("seccomp"):
         from . import seccomp
         seccomp.validate(linux["seccomp"])
@@ -38,7 +38,7 @@ def for_create(spec: dict[str, Any], bundle: str) -> str:
     rootfs = os.path.realpath(rootfs)
     if not os.path.isdir(rootfs):
         raise runtime_spec.SpecError(f"rootfs ({rootfs}) does not exist")
-    return rootfs
+    return rootfs, warnings
 
 
 def _check_sysctl(key: str, kinds: dict[str, str | None]) -> None:
