@@ -75,7 +75,8 @@ class _GetFdByIdAttr(ctypes.Structure):
 def _bpf(cmd: int, attr: ctypes.Structure, what: str) -> int:
     if _NR_BPF is None:
         raise OSError(errno.ENOSYS, f"{what}: bpf(2) syscall number unknown for {os.uname().machine}")
-    return check(_syscall(ctypes.c_long(_NR_BPF), ctypes.c_long(cmd), ctypes.byref(attr), ctypes.c_long(ctypes.sizeof(attr))), what)
+    size = ctypes.sizeof(attr)
+    return check(_syscall(ctypes.c_long(_NR_BPF), ctypes.c_long(cmd), ctypes.byref(attr), ctypes.c_long(size)), what)
 
 
 def prog_load(prog_type: int, insns: bytes, license: str, name: str = "") -> int:
