@@ -74,27 +74,20 @@ class Runtime:
             "created": st.now_rfc3339(), "ociVersion": spec.get("ociVersion"),
             "annotations": spec.get("annotations") or {}, "config": spec, "cgroup": None,
         }
-        cgroup = None
         listener = console = None
-        pid = 0
         try:
-            cgroup = self._cgroup_for(spec, container_id)
-            cgroup.create()
-            record["cgroup"] = cgroup.to_state()
-            st.save(self.root, record)
             listener = _listen(state_dir, st.EXEC_SOCKET)
             console = _console_for(proc, opts)
             init_opts = InitOptions(spec=spec, process=proc, bundle=bundle, rootfs=rootfs, no_pivot=opts.no_pivot,
                                     preserve_fds=opts.preserve_fds, console=console, exec_listener=listener)
-            pid = self._spawn(init_opts, cgroup, record)
+            pid = self._spawn(init_opts, record)
             if opts.pid_file:
                 atomic_write(os.path.abspath(opts.pid_file), str(pid).encode(), 0o644)
             return pid
         except BaseException:
-            if pid:
-                _kill_and_reap(pid)
-            if cgroup is not None:
-                _quietly(cgroup.destroy)
+            if record["cgroup"]:
+                from .cgroups import manager_from_state
+                _quietly(manager_from_state(record["cgroup"]).destroy)
             remove_tree(state_dir)
             raise
         finally:
@@ -106,7 +99,18 @@ class Runtime:
         from .cgroups import manager_for
         return manager_for((spec.get("linux") or {}).get("cgroupsPath"), container_id, systemd=self.systemd_cgroup)
 
-    def _spawn(self, opts: InitOptions, cgroup: Any, record: dict[str, Any]) -> int:
+    def _new_cgroup(self, record: dict[str, Any]) -> Any:
+        cgroup = self._cgroup_for(record["config"], record["id"])
+        try:
+            cgroup.create()
+        except BaseException:
+            _quietly(cgroup.destroy)
+            raise
+        record["cgroup"] = cgroup.to_state()
+        st.save(self.root, record)
+        return cgroup
+
+    def _spawn(self, opts: InitOptions, record: dict[str, Any]) -> int:
         """Fork the init and walk it through setup; returns its pid once it waits for start."""
         parent, child = Channel.pair()
         first = os.fork()
@@ -116,6 +120,8 @@ class Runtime:
         child.close()
         pid = 0
         try:
+            # Made while the child enters its namespaces and starts on the root filesystem.
+            cgroup = self._new_cgroup(record)
             msg = parent.recv()
             if msg["type"] == "userns":
                 from .namespaces import write_id_maps
