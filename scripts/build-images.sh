@@ -8,6 +8,7 @@ mkdir -p "$out"
 
 if [ ! -x "$out/busybox/bin/busybox" ]; then
   tmp=$(mktemp -d "$out/.busybox.XXXXXX")
+  chmod 755 "$tmp"  # mktemp makes it 0700: non-root users in a container could not reach /bin
   mkdir -p "$tmp"/{bin,sbin,usr/bin,usr/sbin,etc,dev,proc,sys,tmp,root,home,var,run}
   chmod 1777 "$tmp/tmp"
   cp /bin/busybox "$tmp/bin/busybox"

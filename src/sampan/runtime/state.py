@@ -82,7 +82,7 @@ def process_start_time(pid: int) -> int | None:
 
 def is_alive(state: dict[str, Any]) -> bool:
     pid = state.get("pid") or 0
-    return pid > 0 and process_start_time(pid) == state.get("pid_start")
+    return pid > 0 and state.get("pid_start") is not None and process_start_time(pid) == state["pid_start"]
 
 
 def status(root: str, state: dict[str, Any]) -> str:
