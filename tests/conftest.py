@@ -16,6 +16,9 @@ Tests register what they use through the fixture (``host_watch.watch_id(cid)``,
 Whatever leaked is then cleaned up by force (processes killed, mounts detached, cgroups
 and state removed) so one leaking test does not spoil the ones after it.
 
+Set SAMPAN_LEAK_DEBUG=1 to see what a test's clean-up still leaves while the check waits
+(up to 3 s) for it to settle.
+
 The drop-in tests (tests/integration, marked ``dropin``) check their own daemons at module
 scope instead, since a module-wide dockerd legitimately holds mounts across tests.
 """
