@@ -350,9 +350,6 @@ def main(argv: list[str] | None = None) -> int:
             print(USAGE)
             return 0
         command, rest = g.args[0], g.args[1:]
-        if command in ("create", "run", "exec"):
-            from ..runtime.cgroups.prime import warm_migration_lock
-            warm_migration_lock()
         handler = COMMANDS.get(command)
         if handler is None:
             raise UsageError(f"No help topic for '{command}'")
@@ -377,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """Process entry point: skips interpreter teardown (milliseconds per container)."""
+    if any(word in ("create", "run", "exec") for word in sys.argv[1:]):
+        # First thing, so the kernel's grace period runs while the modules load.
+        from ..linux.cgroup_lock import warm_migration_lock
+        warm_migration_lock()
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

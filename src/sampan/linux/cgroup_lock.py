@@ -1,11 +1,12 @@
 """Hide the cost of the first cgroup migration behind start-up work.
 
 Moving a task between cgroups takes the kernel's global cgroup_threadgroup_rwsem for
-writing; when no writer held it lately that waits a full RCU grace period (5-20 ms here,
-a third of a container start). Once a writer has been through, the lock stays in its fast
-state for another grace period. So a thread re-writes our own pid into our own cgroup (a
-no-op move) while the main thread parses the config and forks; the container's real move
-then finds the lock warm.
+writing; when no writer held it lately that waits a full RCU grace period (8-16 ms here,
+a third of a container start), and fork() waits behind it too. Once a writer has been
+through, the lock stays in its fast state for another grace period. So, as the runtime
+starts, a thread re-writes our own pid into our own cgroup (a no-op move) while the main
+thread loads modules and reads the config; the forks and the container's real move that
+follow find the lock warm.
 """
 from __future__ import annotations
 
