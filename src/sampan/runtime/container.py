@@ -24,8 +24,10 @@ if TYPE_CHECKING:
 
 class CreateOptions:
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None, no_pivot: bool = False,
-                 preserve_fds: int = 0, own_terminal: bool = False) -> None:
+                 preserve_fds: int = 0, own_terminal: bool = False, stdio: tuple[int, int, int] | None = None) -> None:
         self.console_socket = console_socket
+        # The container's stdin, stdout, stderr when not ours (a supervisor's pipes).
+        self.stdio = stdio
         # Foreground run without a console socket: the caller proxies the pty, like runc.
         self.own_terminal = own_terminal
         self.terminal_receiver: _socket.socket | None = None
@@ -36,8 +38,9 @@ class CreateOptions:
 
 class ExecOptions:
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None, detach: bool = False,
-                 preserve_fds: int = 0, own_terminal: bool = False) -> None:
+                 preserve_fds: int = 0, own_terminal: bool = False, stdio: tuple[int, int, int] | None = None) -> None:
         self.console_socket = console_socket
+        self.stdio = stdio
         self.own_terminal = own_terminal
         self.terminal_receiver: _socket.socket | None = None
         self.pid_file = pid_file
@@ -79,7 +82,8 @@ class Runtime:
             listener = _listen(state_dir, st.EXEC_SOCKET)
             console = _console_for(proc, opts)
             init_opts = InitOptions(spec=spec, process=proc, bundle=bundle, rootfs=rootfs, no_pivot=opts.no_pivot,
-                                    preserve_fds=opts.preserve_fds, console=console, exec_listener=listener)
+                                    preserve_fds=opts.preserve_fds, console=console, exec_listener=listener,
+                                    stdio=opts.stdio)
             pid = self._spawn(init_opts, record)
             if opts.pid_file:
                 atomic_write(os.path.abspath(opts.pid_file), str(pid).encode(), 0o644)
@@ -299,7 +303,8 @@ class Runtime:
         console = _console_for(proc, opts)
         from .cgroups import manager_from_state
         cgroup = manager_from_state(record["cgroup"])
-        init_opts = InitOptions(spec=spec, process=proc, preserve_fds=opts.preserve_fds, console=console, join=join)
+        init_opts = InitOptions(spec=spec, process=proc, preserve_fds=opts.preserve_fds, console=console, join=join,
+                                stdio=opts.stdio)
         init_opts.state = st.oci_state(self.root, record)
         parent, child = Channel.pair()
         first = os.fork()

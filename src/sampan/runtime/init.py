@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 class InitOptions:
     def __init__(self, spec: dict[str, Any], process: dict[str, Any], *, bundle: str = "", rootfs: str = "",
                  no_pivot: bool = False, preserve_fds: int = 0, console: _socket.socket | None = None,
-                 exec_listener: _socket.socket | None = None, join: list[tuple[str, str]] | None = None) -> None:
+                 exec_listener: _socket.socket | None = None, join: list[tuple[str, str]] | None = None,
+                 stdio: tuple[int, int, int] | None = None) -> None:
         self.spec = spec
+        self.stdio = stdio
         self.process = process
         self.bundle = bundle
         self.rootfs = rootfs
@@ -63,6 +65,9 @@ def _preload(opts: InitOptions) -> None:
 def stage1(chan: Channel, opts: InitOptions) -> NoReturn:
     """Enter or create the namespaces, then fork the process that lives in them."""
     try:
+        if opts.stdio is not None:
+            for target, fd in enumerate(opts.stdio):
+                os.dup2(fd, target)
         _preload(opts)
         # While python runs in a container's namespaces, /proc/<pid>/exe, fds and maps of this
         # process must stay out of the container's reach (CVE-2019-5736).
