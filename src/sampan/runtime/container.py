@@ -22,30 +22,32 @@ if TYPE_CHECKING:
     from typing import Any, Callable
 
 
-class CreateOptions:
-    def __init__(self, console_socket: str | None = None, pid_file: str | None = None, no_pivot: bool = False,
-                 preserve_fds: int = 0, own_terminal: bool = False, stdio: tuple[int, int, int] | None = None) -> None:
+class ProcessOptions:
+    """How the runtime wires up a container's first process (create) or an extra one (exec)."""
+
+    def __init__(self, console_socket: str | None = None, pid_file: str | None = None, preserve_fds: int = 0,
+                 own_terminal: bool = False, stdio: tuple[int, int, int] | None = None) -> None:
         self.console_socket = console_socket
-        # The container's stdin, stdout, stderr when not ours (a supervisor's pipes).
+        self.pid_file = pid_file
+        self.preserve_fds = preserve_fds
+        # The process's stdin, stdout, stderr when not ours (a supervisor's pipes).
         self.stdio = stdio
-        # Foreground run without a console socket: the caller proxies the pty, like runc.
+        # A terminal without a console socket: the caller gets the pty master through
+        # terminal_receiver and proxies it, as runc does for a foreground run.
         self.own_terminal = own_terminal
         self.terminal_receiver: _socket.socket | None = None
-        self.pid_file = pid_file
+
+
+class CreateOptions(ProcessOptions):
+    def __init__(self, *, no_pivot: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.no_pivot = no_pivot
-        self.preserve_fds = preserve_fds
 
 
-class ExecOptions:
-    def __init__(self, console_socket: str | None = None, pid_file: str | None = None, detach: bool = False,
-                 preserve_fds: int = 0, own_terminal: bool = False, stdio: tuple[int, int, int] | None = None) -> None:
-        self.console_socket = console_socket
-        self.stdio = stdio
-        self.own_terminal = own_terminal
-        self.terminal_receiver: _socket.socket | None = None
-        self.pid_file = pid_file
+class ExecOptions(ProcessOptions):
+    def __init__(self, *, detach: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.detach = detach
-        self.preserve_fds = preserve_fds
 
 
 class Runtime:
