@@ -344,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         g = parse(argv, GLOBAL_FLAGS, interspersed=False)
         log = Log(str(g["log"]), str(g["log-format"]))
         if g["version"]:
-            print(f"sampan-runc version {VERSION}\nspec: 1.0.2-dev")
+            # dockerd parses these three lines ("X version Y", "commit: Z", "spec: W").
+            print(f"sampan-runc version {VERSION}\ncommit: sampan-{VERSION}\nspec: 1.0.2-dev")
             return 0
         if g["help"] or not g.args:
             print(USAGE)
