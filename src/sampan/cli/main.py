@@ -49,11 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sampan", description="A container engine built from the Linux kernel up.")
     parser.add_argument("--root", default=os.environ.get("SAMPAN_ROOT", DEFAULT_ROOT),
                         help="engine state directory (default $SAMPAN_ROOT or /var/lib/sampan)")
+    parser.add_argument("--exec-root", default=os.environ.get("SAMPAN_EXEC_ROOT", "/run/sampan"),
+                        help="runtime state directory (default $SAMPAN_EXEC_ROOT or /run/sampan)")
+    parser.add_argument("-H", "--host", default=os.environ.get("SAMPAN_HOST"),
+                        help="daemon socket (unix://PATH; default <exec-root>/sampan.sock)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("version", help="show the version").set_defaults(func=_cmd_version)
-    sub.add_parser("info", help="show system-wide information").set_defaults(func=_cmd_info)
     system = sub.add_parser("system", help="manage sampan").add_subparsers(dest="system_command", metavar="COMMAND")
-    system.add_parser("info", help="show system-wide information").set_defaults(func=_cmd_info)
+    from . import containers
+    containers.register(sub)
+    containers.register_system(sub, system)
+    from . import images
+    images.register(sub)
     return parser
 
 
