@@ -5,7 +5,7 @@ import ctypes
 import errno
 import os
 
-from sampan.linux.libc import check, libc
+from sampan.linux.libc import check
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "loongarch64": 280, "ppc64le": 361, "s390x": 351}
 _NR_BPF = _SYS_BPF.get(os.uname().machine)
@@ -24,7 +24,7 @@ F_ALLOW_MULTI = 2  # attach beside other programs instead of replacing them
 _LOG_SIZE = 1 << 16
 
 # A private function pointer, so setting its restype cannot disturb other users of libc.syscall.
-_syscall = libc["syscall"]
+_syscall = ctypes.CDLL(None, use_errno=True)["syscall"]
 _syscall.restype = ctypes.c_long
 
 _u32, _u64 = ctypes.c_uint32, ctypes.c_uint64

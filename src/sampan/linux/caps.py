@@ -1,8 +1,7 @@
 """Capabilities: names, capget/capset (v3), bounding and ambient sets."""
 from __future__ import annotations
 
-import ctypes
-
+from .ffi import Structure, byref, c_int, c_uint32
 from .libc import check, libc
 
 NAMES = (
@@ -45,12 +44,12 @@ def number(name: str) -> int:
         raise ValueError(f"unknown capability {name!r}") from None
 
 
-class _Header(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class _Header(Structure):
+    _fields_ = [("version", c_uint32), ("pid", c_int)]
 
 
-class _Data(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+class _Data(Structure):
+    _fields_ = [("effective", c_uint32), ("permitted", c_uint32), ("inheritable", c_uint32)]
 
 
 def _split(mask: int) -> tuple[int, int]:
@@ -64,13 +63,13 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].effective = _split(effective)[i]
         data[i].permitted = _split(permitted)[i]
         data[i].inheritable = _split(inheritable)[i]
-    check(libc.capset(ctypes.byref(header), data), "capset")
+    check(libc.capset(byref(header), data), "capset")
 
 
 def capget(pid: int = 0) -> tuple[int, int, int]:
     header = _Header(_LINUX_CAPABILITY_VERSION_3, pid)
     data = (_Data * 2)()
-    check(libc.capget(ctypes.byref(header), data), "capget")
+    check(libc.capget(byref(header), data), "capget")
     join = lambda f: getattr(data[0], f) | (getattr(data[1], f) << 32)  # noqa: E731
     return join("effective"), join("permitted"), join("inheritable")
 

@@ -1,8 +1,7 @@
 """mount(2), umount2(2) and pivot_root(2)."""
 from __future__ import annotations
 
-import ctypes
-
+from .ffi import c_char_p, c_ulong
 from .libc import check, fsencode, libc
 
 MS_RDONLY = 0x1
@@ -33,7 +32,7 @@ MNT_DETACH = 2
 
 SYS_pivot_root = 155  # x86_64
 
-libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+libc.mount.argtypes = [c_char_p, c_char_p, c_char_p, c_ulong, c_char_p]
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:

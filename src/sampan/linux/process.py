@@ -1,8 +1,7 @@
 """Per-process kernel knobs: prctl flags, host and domain names, fd ranges."""
 from __future__ import annotations
 
-import ctypes
-
+from .ffi import c_uint, c_ulong
 from .libc import check, libc
 
 PR_SET_PDEATHSIG = 1
@@ -17,7 +16,7 @@ CLOSE_RANGE_CLOEXEC = 1 << 2
 
 
 def prctl(option: int, arg: int = 0, what: str = "prctl") -> None:
-    check(libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0), what)
+    check(libc.prctl(option, c_ulong(arg), 0, 0, 0), what)
 
 
 def set_no_new_privs() -> None:
@@ -52,7 +51,7 @@ def setdomainname(name: str) -> None:
 
 def cloexec_from(first: int) -> None:
     """Mark every fd >= first close-on-exec, so nothing of the runtime's leaks past execve."""
-    if libc.syscall(SYS_close_range, ctypes.c_uint(first), ctypes.c_uint(0xFFFFFFFF), CLOSE_RANGE_CLOEXEC) == 0:
+    if libc.syscall(SYS_close_range, c_uint(first), c_uint(0xFFFFFFFF), CLOSE_RANGE_CLOEXEC) == 0:
         return
     import os
     for name in os.listdir("/proc/self/fd"):
