@@ -337,7 +337,7 @@ commands: create start run state kill delete list ps exec pause resume update sp
 global options: --root DIR, --log FILE, --log-format text|json, --systemd-cgroup, --debug"""
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, on_cgroup_joined: Callable[[], None] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     log = Log("", "text")
     try:
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         if g["debug"]:
             os.environ["SAMPAN_DEBUG"] = "1"
         from ..runtime.container import Runtime
-        rt = Runtime(root=str(g["root"]), systemd_cgroup=bool(g["systemd-cgroup"]),
+        rt = Runtime(root=str(g["root"]), systemd_cgroup=bool(g["systemd-cgroup"]), on_cgroup_joined=on_cgroup_joined,
                      warn=lambda message: log.write("warning", message))
         return handler(rt, rest)
     except KeyboardInterrupt:
@@ -375,11 +375,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """Process entry point: skips interpreter teardown (milliseconds per container)."""
+    warmer = None
     if any(word in ("create", "run", "exec") for word in sys.argv[1:]):
         # First thing, so the kernel's grace period runs while the modules load.
-        from ..linux.cgroup_lock import warm_migration_lock
-        warm_migration_lock()
-    code = main()
+        from ..linux.cgroup_lock import MigrationLockWarmer
+        warmer = MigrationLockWarmer()
+    code = main(on_cgroup_joined=warmer.stop if warmer else None)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -1,17 +1,24 @@
-"""Hide the cost of the first cgroup migration behind start-up work.
+"""Hide the cost of cgroup migrations behind start-up work.
 
-Moving a task between cgroups takes the kernel's global cgroup_threadgroup_rwsem for
-writing; when no writer held it lately that waits a full RCU grace period (8-16 ms here,
-a third of a container start), and fork() waits behind it too. Once a writer has been
-through, the lock stays in its fast state for another grace period. So, as the runtime
-starts, a thread re-writes our own pid into our own cgroup (a no-op move) while the main
-thread loads modules and reads the config; the forks and the container's real move that
-follow find the lock warm.
+Moving a task between cgroups takes cgroup_mutex and the kernel's global
+cgroup_threadgroup_rwsem for writing; when no writer held the rwsem lately, that waits a
+full RCU grace period (8-16 ms here, a third of a container start) and every cgroup
+operation queues behind it. Once a writer has been through, the rwsem stays in its fast
+state for another grace period, and any writer within that window renews it.
+
+So, as the runtime starts, a thread re-writes our own pid into our own cgroup (a no-op
+move): the first write pays the grace period while the main thread loads modules and reads
+the config; later writes every few milliseconds keep the rwsem warm until the container
+has been moved into its cgroups.
 """
 from __future__ import annotations
 
 import _thread
 import os
+import time
+
+_RENEW_EVERY = 0.003
+_GIVE_UP_AFTER = 0.25
 
 
 def _own_procs_file() -> str | None:
@@ -31,19 +38,27 @@ def _own_procs_file() -> str | None:
     return None
 
 
-def _rewrite_own_pid() -> None:
-    try:
-        path = _own_procs_file()
-        if path is None:
-            return
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+class MigrationLockWarmer:
+    def __init__(self) -> None:
+        self._stopped = False
+        _thread.start_new_thread(self._run, ())
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def _run(self) -> None:
         try:
-            os.write(fd, str(os.getpid()).encode())
-        finally:
-            os.close(fd)
-    except (OSError, ValueError):
-        pass  # only an optimisation
-
-
-def warm_migration_lock() -> None:
-    _thread.start_new_thread(_rewrite_own_pid, ())
+            path = _own_procs_file()
+            if path is None:
+                return
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            pid = str(os.getpid()).encode()
+            deadline = time.monotonic() + _GIVE_UP_AFTER
+            try:
+                while not self._stopped and time.monotonic() < deadline:
+                    os.write(fd, pid)
+                    time.sleep(_RENEW_EVERY)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError):
+            pass  # only an optimisation

@@ -52,8 +52,11 @@ class ExecOptions(ProcessOptions):
 
 class Runtime:
     def __init__(self, root: str = st.DEFAULT_ROOT, systemd_cgroup: bool = False,
-                 warn: Callable[[str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None,
+                 on_cgroup_joined: Callable[[], None] | None = None) -> None:
         self.root = root
+        # Called once a new process is in its cgroups (the CLI then stops warming the lock).
+        self.on_cgroup_joined = on_cgroup_joined or (lambda: None)
         self.systemd_cgroup = systemd_cgroup
         self.warn = warn or (lambda message: None)
 
@@ -137,6 +140,7 @@ class Runtime:
             pid = _expect(msg, "pid")["pid"]
             os.waitpid(first, 0)
             cgroup.apply(pid)
+            self.on_cgroup_joined()
             parent.send("cgroup-done")
             record.update(pid=pid, pid_start=st.process_start_time(pid))
             st.save(self.root, record)
@@ -321,6 +325,7 @@ class Runtime:
             pid = parent.expect("pid")["pid"]
             _reap(first)
             cgroup.apply(pid)
+            self.on_cgroup_joined()
             parent.send("cgroup-done")
             for warning in parent.expect("ready").get("warnings") or []:
                 self.warn(warning)
