@@ -276,3 +276,14 @@ def test_missing_cwd_is_created(rt, bundle):
     assert r.returncode == 0, r
     assert r.out.strip() == "/work/dir"
     assert (bundle.rootfs / "work" / "dir").is_dir()
+
+
+def test_signals_reach_the_process_with_default_dispositions(rt, bundle, util):
+    # Python ignores SIGPIPE and SIGXFSZ; a process started from it must not inherit that
+    # (`yes | head -1` would never end), nor a blocked mask.
+    r = rt.run(bundle.args("cat", "/proc/self/status"))
+    assert r.returncode == 0, r
+    assert int(util.status_field(r.out, "SigIgn"), 16) == 0
+    assert int(util.status_field(r.out, "SigBlk"), 16) == 0
+    r = rt.run(bundle.sh("yes | head -1"))
+    assert (r.returncode, r.out.strip()) == (0, "y"), r

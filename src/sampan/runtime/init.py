@@ -5,6 +5,7 @@ process or reports an error to the parent over the sync channel and exits.
 """
 from __future__ import annotations
 
+import _signal
 import _socket
 import os
 
@@ -176,6 +177,19 @@ def _setup_terminal(opts: InitOptions, console_mount: bool) -> None:
     console.make_controlling(slave, (size["height"], size["width"]) if size else None)
 
 
+def _reset_signals() -> None:
+    """Python ignores SIGPIPE and SIGXFSZ, and our caller may ignore or block more; execve
+    keeps ignored dispositions and the mask, so the container would inherit them."""
+    for number in range(1, _signal.NSIG):
+        if number in (_signal.SIGKILL, _signal.SIGSTOP):
+            continue
+        try:
+            _signal.signal(number, _signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # numbers without a signal behind them
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+
+
 def _write_sysctl(key: str, value: str) -> None:
     path = "/proc/sys/" + key.replace(".", "/")
     try:
@@ -201,6 +215,7 @@ def _finish(chan: Channel, opts: InitOptions, state: dict[str, Any] | None) -> N
     if seccomp_cfg and not proc.get("noNewPrivileges"):
         from . import seccomp  # needs CAP_SYS_ADMIN without no_new_privs: load before dropping caps
         seccomp.load(seccomp_cfg, state_json=state_json, listener=opts.seccomp_listener)
+    _reset_signals()
     p.cloexec_from(3 + opts.preserve_fds)
     caps = proc.get("capabilities")
     process.drop_bounding(caps)
