@@ -374,3 +374,14 @@ def test_fifty_idle_containers_memory(sv, make_bundle, tmp_path):
     assert per <= 1024, f"{per:.0f} KiB per idle container"
     for cid in ids:
         sv.call("delete", container=cid)
+
+
+def test_container_does_not_inherit_supervisor_signal_dispositions(sv, make_bundle):
+    # Python ignores SIGPIPE; an ignored signal survives execve, so the supervisor resets it.
+    cid = sv.run(make_bundle("c").args("grep", "-E", "Sig(Ign|Blk)", "/proc/self/status"), start=False)
+    s = sv.client.attach(container=cid)
+    sv.call("start", container=cid)
+    out, _ = demux(read_all(s))
+    s.close()
+    assert out.split() == [b"SigBlk:", b"0" * 16, b"SigIgn:", b"0" * 16]
+    sv.call("delete", container=cid)

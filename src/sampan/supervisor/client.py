@@ -180,7 +180,11 @@ class Client:
     def subscribe(self) -> Iterator[dict]:
         """Exit events, one dict each ({"event": "exit", "container" or "exec_id", "exit_code",
         "oom_killed", "time"}), until the supervisor goes away or the iterator is closed."""
-        sock, _ = self._stream("subscribe", {})
+        sock, _ = self._stream("subscribe", {})  # subscribed now, not at the first next()
+        return self._events(sock)
+
+    @staticmethod
+    def _events(sock: socket.socket) -> Iterator[dict]:
         lines = _Lines(sock)
         try:
             while True:

@@ -59,18 +59,28 @@ class JsonLog:
         self.size = os.fstat(self.fd).st_size
 
     def _rotate(self) -> None:
+        """path -> path.1 -> ... -> path.<max_file-1>; path itself never disappears (a new
+        file replaces it atomically), so a reader following the log never finds it missing."""
         os.close(self.fd)
         self.fd = -1
         if self.max_file > 1:
-            for n in range(self.max_file - 1, 0, -1):
-                src = self.path if n == 1 else f"{self.path}.{n - 1}"
+            for n in range(self.max_file - 1, 1, -1):
                 try:
-                    os.replace(src, f"{self.path}.{n}")
+                    os.replace(f"{self.path}.{n - 1}", f"{self.path}.{n}")
                 except FileNotFoundError:
                     pass
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-        else:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            try:
+                os.unlink(f"{self.path}.1")
+            except FileNotFoundError:
+                pass
+            try:
+                os.link(self.path, f"{self.path}.1")
+            except OSError:  # no hard links here: a plain rename (a moment without the file)
+                os.replace(self.path, f"{self.path}.1")
+        tmp = f"{self.path}.new"
+        fd = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        os.replace(tmp, self.path)
+        self.fd = fd
         self.size = 0
 
     def _entry(self, stream: str, line: bytes, when: str) -> None:

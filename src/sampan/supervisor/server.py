@@ -57,13 +57,20 @@ def _exit_code(status: int) -> int:
 
 def _reset_child_signals() -> None:
     """After a fork in the supervisor: the child (a container's init or exec on its way to
-    execve) must not inherit our signal wiring; ignored SIGPIPE would survive execve."""
+    execve) must not inherit our signal wiring; an ignored signal (Python ignores SIGPIPE and
+    SIGXFSZ, our launcher may ignore others) or a blocked one would survive execve."""
     try:
         signal.set_wakeup_fd(-1)
     except (ValueError, OSError):
         pass
-    for sig in (signal.SIGPIPE, signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # realtime signals the C library reserves
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 class Proc:
