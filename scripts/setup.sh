@@ -41,7 +41,21 @@ from sampan.cli.runc import entry
 entry()
 LAUNCHER
 chmod 755 "$launcher"
-ln -sf "$repo/.venv/bin/sampan" /usr/local/bin/sampan
+# The sampan CLI is on the path of every `sampan run`: -I -S as well. Its container verbs use
+# the standard library only; site-packages go last on sys.path (without .pth processing)
+# for the image commands, which run the image library in-process.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib")); print(sysconfig.get_path("platlib"))' | sort -u | sed 's/.*/"&"/' | paste -sd, -)
+launcher=/usr/local/bin/sampan
+rm -f "$launcher"
+cat > "$launcher" <<LAUNCHER
+#!$repo/.venv/bin/python3 -IS
+import sys
+sys.path.insert(0, "$repo/src")
+sys.path.extend([$site])
+from sampan.cli.main import entry
+entry()
+LAUNCHER
+chmod 755 "$launcher"
 .venv/bin/python -m compileall -q src >/dev/null
 
 ./scripts/build-images.sh >/dev/null

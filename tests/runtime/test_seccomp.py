@@ -98,6 +98,34 @@ def seccomp_mode() -> int:
     return int(status.split("Seccomp:")[1].split()[0])
 
 
+# --- precompiled filters (a supervisor builds them before forking the init) ------------------------
+
+
+def test_a_precompiled_filter_is_installed_as_built() -> None:
+    cfg = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+           "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": OURS},
+                        {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EAFNOSUPPORT,
+                         "args": [{"index": 0, "value": socket.AF_INET6, "op": "SCMP_CMP_EQ"}]}]}
+    assert seccomp.precompile(cfg)
+    program = seccomp._prepared[1]
+    assert program and len(program) % 8 == 0
+    assert exit_code(run(cfg, errno_of(os.getcwd))) == OURS  # load() of this very object: the program
+    assert exit_code(run(cfg, errno_of(lambda: socket.socket(socket.AF_INET6)))) == errno.EAFNOSUPPORT
+    assert exit_code(run(cfg, errno_of(lambda: socket.socket(socket.AF_INET).close()))) == 0
+    # an equal config is built once; a different one again
+    assert seccomp.precompile(json.loads(json.dumps(cfg))) and seccomp._prepared[1] is program
+    assert seccomp.precompile(deny(["getcwd"])) and seccomp._prepared[1] is not program
+
+
+def test_what_a_plain_install_cannot_do_is_not_precompiled(tmp_path: Path) -> None:
+    assert not seccomp.precompile({**deny(["getcwd"]), "flags": ["SECCOMP_FILTER_FLAG_LOG"]})
+    assert not seccomp.precompile({**deny(["getcwd"], action="SCMP_ACT_NOTIFY"),
+                                   "listenerPath": str(tmp_path / "agent.sock")})
+    assert seccomp._prepared is None
+    with pytest.raises(ValueError):
+        seccomp.precompile({"defaultAction": "SCMP_ACT_NOPE"})
+
+
 # --- actions -------------------------------------------------------------------------------------
 
 

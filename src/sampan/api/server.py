@@ -259,8 +259,7 @@ async def _bridge(proto: _RawProtocol, sock: socket.socket | None, stdin: bool) 
             except (ConnectionError, OSError):
                 pass
 
-    up = asyncio.ensure_future(upstream())
-    try:
+    async def downstream() -> None:
         while not transport.is_closing():
             data = await reader.read(65536)
             if not data:
@@ -269,31 +268,24 @@ async def _bridge(proto: _RawProtocol, sock: socket.socket | None, stdin: bool) 
             # crude back-pressure: wait while the client is slow
             while transport.get_write_buffer_size() > 1 << 20 and not transport.is_closing():
                 await asyncio.sleep(0.01)
+
+    up = asyncio.ensure_future(upstream())
+    down = asyncio.ensure_future(downstream())
+    try:
+        # until the output ends, or the client goes away (an attach to a container that is
+        # never started would otherwise hold its supervisor stream forever)
+        await asyncio.wait([down, proto.closed], return_when=asyncio.FIRST_COMPLETED)
+        if down.done() and not down.cancelled():
+            try:
+                down.result()
+            except (ConnectionError, OSError):
+                pass
     finally:
+        down.cancel()
         up.cancel()
         writer.close()
         if not transport.is_closing():
             transport.close()
-
-
-async def _pump_stdin(proto: _RawProtocol, sock: socket.socket) -> None:
-    """Client bytes -> a supervisor attach socket (stdin only); half-close -> stdin EOF."""
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock)
-    try:
-        while True:
-            data = await proto.incoming.get()
-            if data is None:
-                if writer.can_write_eof():
-                    writer.write_eof()
-                break
-            writer.write(data)
-            await writer.drain()
-        await reader.read()  # until the supervisor closes it (the process exited)
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        writer.close()
 
 
 def _finish_hijack(request: web.Request) -> web.StreamResponse:
@@ -521,21 +513,8 @@ class API:
         return web.Response(status=204)
 
     async def container_start(self, request: web.Request) -> web.Response:
-        eng = self.eng()
-        cid = request.match_info["id"]
-        try:
-            return await self._no_content(eng.start, cid)
-        except Exception as e:
-            if _status_of(e) not in (404, 409, 304):
-                # like dockerd: a container that was to be auto-removed goes when its start fails
-                def cleanup() -> None:
-                    try:
-                        if (eng.inspect(cid).get("HostConfig") or {}).get("AutoRemove"):
-                            eng.remove(cid, True, True)
-                    except Exception:  # noqa: BLE001
-                        pass
-                await self.run(cleanup, long=True)
-            raise
+        # (an auto-remove container whose start fails is removed by the engine)
+        return await self._no_content(self.eng().start, request.match_info["id"])
 
     async def container_stop(self, request: web.Request) -> web.Response:
         t = _int(request, "t")
@@ -692,6 +671,9 @@ class API:
         return resp
 
     async def container_attach(self, request: web.Request) -> web.StreamResponse:
+        """The engine attaches to the container's stdio in the supervisor; a container that
+        is not running yet (docker run: create, attach, start) is created there first, so the
+        stream has its output from the first byte and the client's input goes to its stdin."""
         eng = self.eng()
         cid = request.match_info["id"]
         stdin, stdout, stderr = _bool(request, "stdin"), _bool(request, "stdout"), _bool(request, "stderr")
@@ -699,145 +681,25 @@ class API:
         info = await self.run(eng.inspect, cid)
         cid = info["Id"]
         tty = bool((info.get("Config") or {}).get("Tty"))
-        state = info.get("State") or {}
-        running = state.get("Status") in ("running", "paused", "restarting")
         sock = None
-        if stream and running:
-            sock = await self.run(_call_kw, eng.attach, cid, stdin=stdin, stdout=stdout, stderr=stderr)
-        proto = await _hijack(request, "application/vnd.docker.raw-stream" if tty else
-                              "application/vnd.docker.multiplexed-stream")
+        if stream:
+            sock = await self.run(_call_kw, eng.attach, cid, stdin=stdin, stdout=stdout, stderr=stderr, long=True)
         try:
-            if logs and (stdout or stderr):
-                async for s, data in self.iterate(lambda: iter(eng.logs(cid, stdout=stdout, stderr=stderr,
-                                                                         follow=False)), request):
-                    proto.transport.write(data if tty else _frame(_STREAMS.get(s, 1), data))
-            if stream and not running:
-                await self._attach_before_start(proto, cid, state, tty, stdin, stdout, stderr)
-            else:
+            proto = await _hijack(request, "application/vnd.docker.raw-stream" if tty else
+                                  "application/vnd.docker.multiplexed-stream")
+            try:
+                if logs and (stdout or stderr):
+                    async for s, data in self.iterate(lambda: iter(eng.logs(cid, stdout=stdout, stderr=stderr,
+                                                                             follow=False)), request):
+                        proto.transport.write(data if tty else _frame(_STREAMS.get(s, 1), data))
                 await _bridge(proto, sock, stdin)
+            finally:
+                if not proto.transport.is_closing():
+                    proto.transport.close()
         finally:
             if sock is not None:
                 sock.close()
-            if not proto.transport.is_closing():
-                proto.transport.close()
         return _finish_hijack(request)
-
-    async def _attach_before_start(self, proto: _RawProtocol, cid: str, state: dict, tty: bool,
-                                   stdin: bool, stdout: bool, stderr: bool) -> None:
-        """Attach to a container that is not running yet (docker run attaches, then starts):
-        once it has started, its output comes from its log (complete from the first byte)
-        and the client's input goes to its stdin through the supervisor."""
-        eng = self.eng()
-        before = state.get("StartedAt")
-        transport = proto.transport
-        log_path = os.path.join(self.root, "containers", cid, f"{cid}-json.log")
-        try:
-            offset = os.stat(log_path).st_size if state.get("Status") != "created" else 0
-        except OSError:
-            offset = 0
-        closing = threading.Event()
-        want = {"stdout": stdout, "stderr": stderr}
-
-        def running() -> bool:
-            try:
-                return eng.inspect(cid)["State"]["Status"] in ("running", "paused", "restarting")
-            except Exception:  # noqa: BLE001 - removed
-                return False
-
-        def started() -> tuple[dict | None, int | None]:
-            """Waits for the start; opens the log as soon as it appears (before an
-            auto-remove can take it away). Returns (state, log fd)."""
-            fd = None
-            while not closing.is_set() and not self._stop.is_set():
-                if fd is None and (stdout or stderr):
-                    try:
-                        fd = os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)
-                        if offset:
-                            os.lseek(fd, offset, os.SEEK_SET)
-                    except OSError:
-                        fd = None
-                try:
-                    st = eng.inspect(cid)["State"]
-                except Exception:  # noqa: BLE001
-                    return (None, fd) if fd is not None else (None, None)
-                if st.get("StartedAt") != before and (fd is not None or not (stdout or stderr)):
-                    return st, fd
-                if st.get("StartedAt") != before and st.get("Status") not in ("running", "paused", "restarting"):
-                    return st, fd
-                time.sleep(0.002)
-            if fd is not None:
-                os.close(fd)
-            return None, None
-
-        def follow(fd: int) -> Iterator[tuple[str, bytes]]:
-            buf = b""
-            f = os.fdopen(fd, "rb", buffering=0)
-            try:
-                idle = 0
-                while not closing.is_set() and not self._stop.is_set():
-                    chunk = f.read(65536)
-                    if chunk:
-                        idle = 0
-                        buf += chunk
-                        *complete, buf = buf.split(b"\n")
-                        for line in complete:
-                            try:
-                                e = json.loads(line)
-                            except ValueError:
-                                continue
-                            st = e.get("stream", "stdout")
-                            if want.get(st):
-                                yield st, e.get("log", "").encode("utf-8", "surrogateescape")
-                        continue
-                    try:
-                        if os.stat(log_path).st_ino != os.fstat(f.fileno()).st_ino:  # rotated
-                            f.close()
-                            f = open(log_path, "rb", buffering=0)
-                            continue
-                    except OSError:
-                        pass
-                    if not running():
-                        idle += 1
-                        if idle > 3:  # drained what the supervisor flushed at exit
-                            return
-                    time.sleep(0.02)
-            finally:
-                f.close()
-
-        in_task = None
-        try:
-            done = asyncio.ensure_future(proto.closed)
-            watcher = asyncio.ensure_future(self.run(started, long=True))
-            await asyncio.wait([done, watcher], return_when=asyncio.FIRST_COMPLETED)
-            if not watcher.done():
-                closing.set()
-                st, fd = await watcher
-                if fd is not None:
-                    os.close(fd)
-                return
-            st, fd = watcher.result()
-            if st is None and fd is None:
-                return
-            if stdin and st is not None and st.get("Status") in ("running", "paused"):
-                try:
-                    sock = await self.run(_call_kw, eng.attach, cid, stdin=True, stdout=False, stderr=False)
-                except Exception:  # noqa: BLE001 - it may have exited already
-                    sock = None
-                if sock is not None:
-                    in_task = asyncio.ensure_future(_pump_stdin(proto, sock))
-            if fd is not None:
-                async for s, data in self.iterate(lambda: follow(fd), None):
-                    if transport.is_closing():
-                        break
-                    transport.write(data if tty else _frame(_STREAMS.get(s, 1), data))
-                    while transport.get_write_buffer_size() > 1 << 20 and not transport.is_closing():
-                        await asyncio.sleep(0.01)
-            else:
-                await self.run(lambda: eng.wait(cid, "not-running") if running() else None, long=True)
-        finally:
-            closing.set()
-            if in_task is not None:
-                in_task.cancel()
 
     # -------------------------------------------------------------- exec
     async def exec_create(self, request: web.Request) -> web.Response:

@@ -5,19 +5,31 @@ Exit codes follow docker: 125 when the daemon fails, 126 when the command cannot
 invoked, 127 when it is not found, else the container's own."""
 from __future__ import annotations
 
+import _socket
 import argparse
-import json
 import os
 import re
-import shlex
-import signal
-import socket
 import sys
-import threading
 import time
-from typing import Any
 
+from .. import fastjson
 from .client import APIError, Client, DaemonUnavailable, connect, demux, quote_ref, resp_chunks, _sock_chunks
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing, threading, signal and json are not imported on the way to `run`
+    from typing import Any
+
+
+class _LazyJson:
+    """The json module, imported when output needs it (fastjson covers the API calls)."""
+
+    def __getattr__(self, name: str) -> Any:
+        import json as module
+        globals()["json"] = module
+        return getattr(module, name)
+
+
+json = _LazyJson()
 
 
 class CLIError(Exception):
@@ -117,6 +129,27 @@ def parse_device(v: str) -> dict:
     return {"PathOnHost": host, "PathInContainer": cont, "CgroupPermissions": perms}
 
 
+def security_opts(opts: list[str]) -> list[str]:
+    """As docker's CLI: ``seccomp=FILE`` is sent as the profile's text (the daemon may not see
+    the file, nor resolve a path relative to our directory)."""
+    out = []
+    for o in opts or []:
+        key, sep, value = o.partition("=")
+        if key == "seccomp" and sep and value != "unconfined" and not value.lstrip().startswith("{"):
+            try:
+                with open(value) as f:
+                    text = f.read()
+            except OSError as e:
+                raise CLIError(f"opening seccomp profile ({value}) failed: {e.strerror}") from None
+            try:
+                text = fastjson.dumps(fastjson.loads(text))  # compact, and checked
+            except ValueError as e:
+                raise CLIError(f"parsing seccomp profile ({value}) failed: {e}") from None
+            o = "seccomp=" + text
+        out.append(o)
+    return out
+
+
 def parse_restart(v: str) -> dict:
     name, _, n = v.partition(":")
     if name not in ("no", "always", "on-failure", "unless-stopped", ""):
@@ -185,7 +218,7 @@ def create_body(ns: argparse.Namespace) -> dict:
     hc: dict[str, Any] = {
         "Binds": binds or None, "Mounts": [parse_mount(m) for m in ns.mount] or None,
         "AutoRemove": ns.rm, "Privileged": ns.privileged, "ReadonlyRootfs": ns.read_only,
-        "CapAdd": ns.cap_add or None, "CapDrop": ns.cap_drop or None, "SecurityOpt": ns.security_opt or None,
+        "CapAdd": ns.cap_add or None, "CapDrop": ns.cap_drop or None, "SecurityOpt": security_opts(ns.security_opt) or None,
         "Devices": [parse_device(d) for d in ns.device] or None,
         "Ulimits": [parse_ulimit(u) for u in ns.ulimit] or None,
         "Sysctls": parse_kv(ns.sysctl) or None,
@@ -332,7 +365,7 @@ class _Raw:
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self.saved)
 
 
-def _pump_stdin(sock: socket.socket) -> None:
+def _pump_stdin(sock: _socket.socket) -> None:
     fd = sys.stdin.fileno()
     try:
         while True:
@@ -343,14 +376,15 @@ def _pump_stdin(sock: socket.socket) -> None:
     except OSError:
         pass
     try:
-        sock.shutdown(socket.SHUT_WR)
+        sock.shutdown(_socket.SHUT_WR)
     except OSError:
         pass
 
 
-def stream_output(sock: socket.socket, first: bytes, tty: bool, stdin: bool) -> None:
+def stream_output(sock: _socket.socket, first: bytes, tty: bool, stdin: bool) -> None:
     """Copy a hijacked stream to our stdout/stderr (and stdin to it) until it ends."""
     if stdin:
+        import threading
         threading.Thread(target=_pump_stdin, args=(sock,), daemon=True).start()
     out, err = sys.stdout.buffer, sys.stderr.buffer
     chunks = _sock_chunks(sock, first)
@@ -373,6 +407,7 @@ def _watch_resize(client: Client, path: str) -> None:
         except (OSError, APIError):
             pass
     if sys.stdout.isatty():
+        import signal
         signal.signal(signal.SIGWINCH, resize)
         resize()
 
@@ -424,11 +459,8 @@ def cmd_create(client: Client, ns: argparse.Namespace) -> int:
 
 
 def cmd_run(client: Client, ns: argparse.Namespace) -> int:
-    detach = ns.detach
-    if detach and ns.rm and False:
-        pass
     cid = _create(client, ns)
-    if detach:
+    if ns.detach:
         try:
             client.post(f"/containers/{cid}/start")
         except APIError as e:
@@ -436,28 +468,34 @@ def cmd_run(client: Client, ns: argparse.Namespace) -> int:
             return _start_exit_code(e)
         print(cid)
         return 0
-    sock, first = client.hijack(f"/containers/{cid}/attach",
-                                {"stream": 1, "stdin": 1 if ns.interactive else 0, "stdout": 1, "stderr": 1})
-    result: dict[str, Any] = {}
-    ready = threading.Event()
-
-    def waiter() -> None:
-        try:
-            resp = client.open("POST", f"/containers/{cid}/wait", {"condition": "next-exit"})
-            ready.set()
-            result.update(json.loads(resp.read() or b"{}"))
-        except Exception as e:  # noqa: BLE001
-            result["error"] = e
-        finally:
-            ready.set()
-
-    wt = threading.Thread(target=waiter, daemon=True)
-    wt.start()
-    ready.wait(10)
+    # As the docker CLI does: attach and wait (both sent at once; the wait's headers come back
+    # before the start, so the exit cannot be missed; with --rm until the container is
+    # removed), then start, then stream.
+    attaching = client.hijack_send(f"/containers/{cid}/attach",
+                                   {"stream": 1, "stdin": 1 if ns.interactive else 0, "stdout": 1, "stderr": 1})
+    try:
+        waiting = client.send("POST", f"/containers/{cid}/wait", {"condition": "removed" if ns.rm else "next-exit"})
+    except BaseException:
+        attaching.close()
+        raise
+    try:
+        sock, first = client.hijacked(attaching)
+    except BaseException:
+        waiting.close()
+        raise
+    wait = None
+    try:
+        wait = client.response(waiting, "POST")
+    except APIError as e:
+        if e.status != 404:
+            sock.close()
+            raise
     try:
         client.post(f"/containers/{cid}/start")
     except APIError as e:
         sock.close()
+        if wait is not None:
+            wait.close()
         print(f"sampan: Error response from daemon: {e.message}", file=sys.stderr)
         if ns.rm:
             try:
@@ -472,12 +510,14 @@ def cmd_run(client: Client, ns: argparse.Namespace) -> int:
             stream_output(sock, first, ns.tty, ns.interactive)
         finally:
             sock.close()
-    wt.join()
-    if "error" in result:
-        e = result["error"]
-        if isinstance(e, APIError) and e.status == 404:
+    if wait is None:
+        return 0
+    try:
+        result = fastjson.loads(wait.read() or b"{}")
+    except APIError as e:
+        if e.status == 404:
             return 0
-        raise e
+        raise
     if result.get("Error") and result["Error"].get("Message"):
         print(f"sampan: {result['Error']['Message']}", file=sys.stderr)
     return int(result.get("StatusCode", 0))
@@ -871,8 +911,25 @@ def _with_client(fn: Any) -> Any:
     return run
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+class _Skipped:
+    """What register(only=...) hands out for the commands it leaves out."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        pass
+
+
+# The commands register() adds (main.build_parser builds only the one it runs).
+COMMANDS = frozenset(("run", "create", "start", "stop", "restart", "kill", "rm", "pause", "unpause", "wait",
+                      "rename", "ps", "logs", "exec", "attach", "inspect", "top", "volume"))
+
+
+def register(sub: argparse._SubParsersAction, only: str | None = None) -> None:
     def add(name: str, fn: Any, help: str, aliases: tuple = ()) -> argparse.ArgumentParser:
+        if only is not None and only != name and only not in aliases:
+            return _Skipped()  # type: ignore[return-value]
         p = sub.add_parser(name, help=help, aliases=list(aliases), add_help=name not in ("run", "create"))
         if name in ("run", "create"):
             p.add_argument("--help", action="help")
@@ -944,6 +1001,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("container")
     p.add_argument("ps_args", nargs=argparse.REMAINDER)
 
+    if only is not None and only != "volume":
+        return
     vol = sub.add_parser("volume", help="manage volumes").add_subparsers(dest="volume_command", metavar="COMMAND")
     p = vol.add_parser("create", help="create a volume")
     p.set_defaults(func=_with_client(cmd_volume_create))

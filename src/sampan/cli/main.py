@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 
 from .. import __version__
@@ -13,11 +12,13 @@ DEFAULT_ROOT = "/var/lib/sampan"
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
+    import platform
     print(f"sampan version {__version__}\npython {platform.python_version()}\nkernel {platform.release()}")
     return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    import platform
     from ..runtime.cgroups import detect_mode
     rows = [
         ("Server Version", __version__),
@@ -42,11 +43,60 @@ def _os_name() -> str:
                     return line.split("=", 1)[1].strip().strip('"')
     except OSError:
         pass
+    import platform
     return platform.system()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sampan", description="A container engine built from the Linux kernel up.")
+# Global options that take a value (to find the command word without parsing everything).
+_GLOBAL_VALUE_OPTIONS = ("--root", "--exec-root", "-H", "--host")
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The command word of a `sampan` command line, None if there is none or it is unclear."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in _GLOBAL_VALUE_OPTIONS:
+            i += 2
+            continue
+        if a.startswith("-"):
+            if a.startswith(("--root=", "--exec-root=", "--host=")) or (a.startswith("-H") and len(a) > 2):
+                i += 1
+                continue
+            return None  # --help, or an option of ours we do not know here
+        return a
+    return None
+
+
+def _columns() -> int:
+    """shutil.get_terminal_size().columns without shutil (whose import costs ~8 ms)."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with a formatter that is told the width: argparse makes one for every
+    add_argument, and left alone each asks shutil."""
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        return self.formatter_class(prog=self.prog, width=_columns() - 2)
+
+    def error(self, message: str):  # type: ignore[override]
+        """A bad flag or argument exits 125, as docker's does (argparse's would be 2)."""
+        self.print_usage(sys.stderr)
+        self.exit(125, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``command``, one that knows only that command (when
+    it is a container verb): building them all costs more than a container start."""
+    parser = Parser(prog="sampan", description="A container engine built from the Linux kernel up.")
     parser.add_argument("--root", default=os.environ.get("SAMPAN_ROOT", DEFAULT_ROOT),
                         help="engine state directory (default $SAMPAN_ROOT or /var/lib/sampan)")
     parser.add_argument("--exec-root", default=os.environ.get("SAMPAN_EXEC_ROOT", "/run/sampan"),
@@ -54,8 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-H", "--host", default=os.environ.get("SAMPAN_HOST"),
                         help="daemon socket (unix://PATH; default <exec-root>/sampan.sock)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    system = sub.add_parser("system", help="manage sampan").add_subparsers(dest="system_command", metavar="COMMAND")
     from . import containers
+    if command is not None and command in containers.COMMANDS:
+        containers.register(sub, only=command)
+        return parser
+    system = sub.add_parser("system", help="manage sampan").add_subparsers(dest="system_command", metavar="COMMAND")
     containers.register(sub)
     containers.register_system(sub, system)
     from . import images
@@ -64,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(command_of(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

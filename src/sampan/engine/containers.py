@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import signal as _signal
+import socket
 import subprocess
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import Any, Iterator
 from ..image.store import ImageError, ImageStore
 from ..runtime.fsutil import atomic_write, mkdir_all_in, remove_tree, secure_join
 from . import names as _names
+from . import network as _network
 from . import restart as _restart
 from . import spec as _spec
 from .errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
@@ -29,6 +31,7 @@ from .store import NameTaken, Store
 from .volumes import Volumes
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
+IDLE_MOUNT_SECONDS = 2.0  # how long the rootfs create mounted waits for the container's start
 DEFAULT_STOP_TIMEOUT = 10
 API_VERSION = "1.47"
 VERSION = "0.1.0"
@@ -90,6 +93,23 @@ def _human(seconds: float) -> str:
     return f"{h // 24 // 365} years"
 
 
+def _go_errors(msg: str) -> str:
+    """errno texts as Go (runc, dockerd) words them, lower case: the docker CLI picks its exit
+    code (126 "permission denied"/"is a directory", 127 "no such file or directory") from them."""
+    import errno
+    for n in (errno.EACCES, errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ENOEXEC):
+        text = os.strerror(n)
+        msg = msg.replace(text, text.lower())
+    return msg
+
+
+def _ended_stream() -> socket.socket:
+    """An attach stream that is over already."""
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    return ours
+
+
 def _parse_time_arg(v: Any) -> float | None:
     """since/until: unix seconds (with fraction) or RFC 3339; None or 0 for unset."""
     if v in (None, "", 0, "0"):
@@ -124,6 +144,15 @@ class Engine:
         self._changed = threading.Condition()
         self._waiters: set[str] = set()
         self._removing: set[str] = set()
+        self._final_states: dict[str, dict] = {}  # the state of recently removed containers, for wait
+        # Rootfs mounts made by create, kept until (monotonic) for a start; then unmounted.
+        self._idle_mounts: dict[str, float] = {}
+        self._janitor: threading.Thread | None = None
+        self._files_cond = threading.Condition()
+        self._files_pending = 0  # auto-removals whose files are still being removed
+        # Containers the supervisor has created (init waiting for start) ahead of a start: an
+        # attach before start does that, so the attacher sees the output from the first byte.
+        self._prepared: dict[str, int] = {}
         self._closed = False
         self._sup_client = None
         self._start_supervisor = start_supervisor
@@ -133,6 +162,9 @@ class Engine:
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
         self._closed = True
+        with self._files_cond:  # auto-removals finishing their files
+            self._files_cond.wait_for(lambda: self._files_pending == 0, timeout=10)
+        self._unmount_idle(everything=True)
         self.restarter.close()
         if self._sup_client is not None:
             self._sup_client.close()
@@ -199,6 +231,7 @@ class Engine:
 
     # ------------------------------------------------------------------ create
     def create(self, body: dict, name: str | None = None) -> str:
+        self._warm()
         body = dict(body or {})
         hc = dict(body.get("HostConfig") or {})
         if name:
@@ -215,6 +248,11 @@ class Engine:
                 raise NotFound(f"No such image: {image_ref}") from None
             raise InvalidParameter(str(e)) from None
         cid = secrets.token_hex(32)
+        network = hc.get("NetworkMode") or "default"
+        if network not in _network.REQUESTABLE:
+            raise NotFound(f"network {network} not found")
+        if network == "host" and not body.get("Hostname"):
+            body["Hostname"] = os.uname().nodename  # Docker: a host-network container has the host's name
         try:
             config = _spec.merge_config(img.config, body, cid)
             hc["RestartPolicy"] = _restart.validate(hc.get("RestartPolicy"), bool(hc.get("AutoRemove")))
@@ -226,9 +264,6 @@ class Engine:
             _spec.parse_signal(config.get("StopSignal"))
         except _spec.SpecInputError as e:
             raise InvalidParameter(str(e)) from None
-        network = hc.get("NetworkMode") or "default"
-        if network not in ("default", "bridge", "none", "host"):
-            raise NotFound(f"network {network} not found")
         hc.setdefault("NetworkMode", network)
         hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
         # Image VOLUMEs not covered by a mount become anonymous volumes.
@@ -284,7 +319,7 @@ class Engine:
             except _spec.SpecInputError as e:
                 raise InvalidParameter(str(e)) from None
             os.makedirs(self._bundle(cid), mode=0o711)
-            atomic_write(os.path.join(self._bundle(cid), "config.json"), json.dumps(oci, indent=1).encode(), 0o600)
+            atomic_write(os.path.join(self._bundle(cid), "config.json"), json.dumps(oci).encode(), 0o600)
             path, args = _spec.path_and_args(config)
             rec = {"id": cid, "name": taken_name, "image_id": img.id, "image_ref": image_ref,
                    "created": time.time(), "config": config, "host_config": hc,
@@ -298,8 +333,9 @@ class Engine:
                 raise Conflict(f"Conflict. The container name \"/{e.name}\" is already in use by container "
                                f"\"{e.owner}\". You have to remove (or rename) that container to be able to "
                                "reuse that name.") from None
-            # Stopped containers keep no mount: start mounts the rootfs again.
-            self._unmount(cid)
+            # Stopped containers keep no mount: start mounts the rootfs again (this one stays a
+            # few seconds for the start that usually follows).
+            self._unmount_later(cid)
         except BaseException:
             for fn in reversed(undo):
                 try:
@@ -314,6 +350,52 @@ class Engine:
             raise
         self._emit(rec, "create")
         return cid
+
+    def _unmount_later(self, cid: str) -> None:
+        with self._locks_lock:
+            self._idle_mounts[cid] = time.monotonic() + IDLE_MOUNT_SECONDS
+            if self._janitor is None and not self._closed:
+                self._janitor = threading.Thread(target=self._janitor_loop, name="unmount-idle", daemon=True)
+                self._janitor.start()
+
+    def _janitor_loop(self) -> None:
+        while True:
+            with self._locks_lock:
+                if not self._idle_mounts or self._closed:
+                    self._janitor = None
+                    return
+                first = min(self._idle_mounts.values())
+            time.sleep(max(0.05, first - time.monotonic() + 0.01))
+            self._unmount_idle()
+
+    def _unmount_idle(self, everything: bool = False) -> None:
+        """Unmounts the rootfs create left mounted once their time is up, unless a start or
+        an attach has taken them over."""
+        now = time.monotonic()
+        with self._locks_lock:
+            due = [cid for cid, t in self._idle_mounts.items() if everything or t <= now]
+            for cid in due:
+                del self._idle_mounts[cid]
+        for cid in due:
+            try:
+                if self.store.get(cid) is None:
+                    continue
+                with self._lock(cid):
+                    rec = self.store.get(cid)
+                    if rec is not None and cid not in self._prepared and cid not in self._removing and \
+                            rec["state"]["Status"] in ("created", "exited", "dead"):
+                        self._unmount(cid)
+            except Exception:  # noqa: BLE001 - the store may be closing
+                pass
+
+    def _warm(self) -> None:
+        """A start is likely to follow: the supervisor starts paying the kernel's cgroup
+        migration grace period now rather than when the init joins its cgroups."""
+        from ..supervisor.client import SupervisorError
+        try:
+            self._call("warm")
+        except (SupervisorError, OSError):
+            pass
 
     def _unmount(self, cid: str) -> None:
         try:
@@ -336,7 +418,21 @@ class Engine:
             if cid in self._removing:
                 raise Conflict(f"container {cid} is marked for removal and cannot be started")
             self.restarter.cancel(cid)
-            self._start_locked(rec)
+            failure: EngineError | None = None
+            try:
+                self._start_locked(rec)
+            except EngineError as e:
+                if not rec["host_config"].get("AutoRemove"):
+                    raise
+                failure = e
+        if failure is not None:
+            # Like dockerd: a container that was to be removed when it exits goes when its
+            # start fails too (`docker run --rm` waits for that removal).
+            try:
+                self.remove(cid, force=True, volumes=True)
+            except EngineError:
+                pass
+            raise failure
         self._emit(rec, "start")
 
     def _restart_start(self, cid: str) -> None:
@@ -355,39 +451,101 @@ class Engine:
                 return
         self._emit(rec, "start")
 
-    def _start_locked(self, rec: dict) -> None:
+    def _prepare_locked(self, rec: dict) -> int:
+        """Has the supervisor create the container (its init set up and waiting for start),
+        unless that is done already; returns the init's pid. Raises SupervisorError, or
+        EngineError when the rootfs cannot be mounted."""
         from ..supervisor.client import SupervisorError
         cid = rec["id"]
+        pid = self._prepared.get(cid)
+        if pid:
+            return pid
+        self._idle_mounts.pop(cid, None)
         cfg, hc = rec["config"], rec["host_config"]
         try:
             self.images.snapshots.mount(cid)
         except Exception as e:  # noqa: BLE001
             raise EngineError(f"failed to mount the rootfs: {e}") from None
+        log_cfg = (hc.get("LogConfig") or {}).get("Config") or {}
+        fields: dict[str, Any] = {
+            "container": cid, "bundle": self._bundle(cid), "tty": bool(cfg.get("Tty")),
+            "stdin": bool(cfg.get("OpenStdin")),
+            "log": {"path": self._log_path(cid), "max_size": log_cfg.get("max-size") or None,
+                    "max_file": int(log_cfg.get("max-file") or 0) or None}}
+        size = hc.get("ConsoleSize")
+        if cfg.get("Tty") and isinstance(size, list) and len(size) == 2 and all(size):
+            fields["console_size"] = size
         try:
-            self._call("delete", container=cid)  # a leftover of a previous run
+            try:
+                created = self._call("create", **fields)
+            except SupervisorError as e:
+                if e.code != "conflict":
+                    raise
+                # A leftover of an earlier run: the supervisor's, or (after a supervisor
+                # restart) one only the runtime still knows.
+                self._discard_leftover(cid)
+                created = self._call("create", **fields)
+        except SupervisorError:
+            self._unmount(cid)
+            raise
+        pid = int(created.get("pid") or 0)
+        self._prepared[cid] = pid
+        if _network.mode(hc) == "none":
+            try:
+                _network.loopback_up(pid)
+            except OSError as e:
+                self._prepared.pop(cid, None)
+                self._discard_leftover(cid)
+                self._unmount(cid)
+                raise EngineError(f"failed to set up the container's network: {e}") from None
+        return pid
+
+    def _discard_leftover(self, cid: str) -> None:
+        from ..supervisor.client import SupervisorError
+        self._prepared.pop(cid, None)
+        try:
+            self._call("delete", container=cid)
         except SupervisorError:
             pass
-        log_cfg = (hc.get("LogConfig") or {}).get("Config") or {}
-        log = {"path": self._log_path(cid), "max_size": log_cfg.get("max-size") or None,
-               "max_file": int(log_cfg.get("max-file") or 0) or None}
         try:
-            created = self._call("create", container=cid, bundle=self._bundle(cid), tty=bool(cfg.get("Tty")),
-                                 stdin=bool(cfg.get("OpenStdin")), log=log)
-            reply = self._call("start", container=cid)
+            self._runtime().delete(cid, force=True)
+        except Exception:  # noqa: BLE001 - nothing there
+            pass
+
+    def _start_locked(self, rec: dict) -> None:
+        from ..supervisor.client import SupervisorError
+        cid = rec["id"]
+        try:
+            reused = cid in self._prepared
+            pid = self._prepare_locked(rec)
+            try:
+                reply = self._call("start", container=cid)
+            except SupervisorError as e:
+                if not reused or e.code not in ("not_found", "conflict"):
+                    raise
+                # What an attach prepared is gone (the supervisor restarted, the init was
+                # killed): create it again.
+                self._discard_leftover(cid)
+                pid = self._prepare_locked(rec)
+                reply = self._call("start", container=cid)
+        except EngineError:
+            self._prepared.pop(cid, None)
+            raise
         except SupervisorError as e:
+            self._prepared.pop(cid, None)
             try:
                 self._call("delete", container=cid)
             except SupervisorError:
                 pass
             self._unmount(cid)
-            msg = str(e)
+            msg = _go_errors(str(e))
             low = msg.lower()
             code = 127 if ("no such file" in low or "not found" in low) else 126 if "permission denied" in low else 128
             self.store.update_state(cid, Status="exited" if rec["state"].get("StartedAt") != ZERO_TIME else "created",
                                     ExitCode=code, Error=msg, Pid=0)
             self._notify()
             raise EngineError(f"failed to create task for container: {msg}") from None
-        pid = int(created.get("pid") or 0)
+        self._prepared.pop(cid, None)
         self.store.update_state(cid, Status="running", Pid=pid, ExitCode=0, Error="", OOMKilled=False,
                                 StartedAt=reply.get("started_at") or _now(), FinishedAt=ZERO_TIME,
                                 ManuallyStopped=False, Paused=False)
@@ -443,7 +601,9 @@ class Engine:
                 self._call("delete", container=cid)
             except (SupervisorError, OSError):
                 pass
-            self._unmount(cid)
+            auto_remove = bool(rec["host_config"].get("AutoRemove")) and not self._closed
+            if not auto_remove:  # (the removal below unmounts)
+                self._unmount(cid)
             st = self.store.update_state(cid, Status="exited", Pid=0, ExitCode=code, OOMKilled=oom,
                                          FinishedAt=finished, Paused=False)
             rec["state"] = st
@@ -453,7 +613,7 @@ class Engine:
         self._emit(rec, "die", exitCode=str(code))
         if rec["host_config"].get("AutoRemove") and not self._closed:
             try:
-                self.remove(cid, force=True, volumes=True)
+                self.remove(cid, force=True, volumes=True, _files_after=True)
             except EngineError:
                 pass
             return
@@ -580,7 +740,11 @@ class Engine:
         self._emit(rec, "unpause")
 
     # ------------------------------------------------------------------ remove / rename
-    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+    def remove(self, ref: str, force: bool = False, volumes: bool = False, _files_after: bool = False) -> None:
+        """Removes the container. With _files_after (an auto-remove), the record goes first and
+        its files (rootfs mount, upper dir, logs) right after the waiters have been told: what
+        `docker run --rm` waits for is the container's removal, the unmount and rm -rf need not
+        hold it up; a daemon killed in between leaves files that reconcile() sweeps."""
         from ..supervisor.client import SupervisorError
         rec = self._get(ref)
         cid = rec["id"]
@@ -604,19 +768,30 @@ class Engine:
                     self._thaw(cid)
                 self._signal(cid, _signal.SIGKILL, all_procs=True)
                 self._wait_status(cid, ("exited", "created", "dead", "restarting"), 10.0)
-            try:
-                self._call("delete", container=cid)
-            except SupervisorError:
-                pass
             with self._lock(cid):
-                try:
-                    self.images.snapshots.remove(cid)
-                except Exception as e:  # noqa: BLE001
-                    self.store.update_state(cid, Status="dead", Error=str(e))
-                    raise EngineError(f"unable to remove filesystem for {cid}: {e}") from None
-                remove_tree(self.cdir(cid))
+                self._prepared.pop(cid, None)
+                if not _files_after:  # (an auto-remove comes from _on_exit, which deleted it there)
+                    try:
+                        self._call("delete", container=cid)
+                    except SupervisorError:
+                        pass
+                if not _files_after:
+                    try:
+                        self.images.snapshots.remove(cid)
+                    except Exception as e:  # noqa: BLE001
+                        self.store.update_state(cid, Status="dead", Error=str(e))
+                        raise EngineError(f"unable to remove filesystem for {cid}: {e}") from None
+                    remove_tree(self.cdir(cid))
                 for eid in self.store.execs_of(cid):
                     pass
+                final = self.store.get(cid)
+                if final is not None:
+                    self._final_states[cid] = final["state"]
+                    while len(self._final_states) > 256:
+                        self._final_states.pop(next(iter(self._final_states)))
+                if _files_after:
+                    with self._files_cond:
+                        self._files_pending += 1
                 self.store.delete_container(cid)
             for m in rec["mounts"]:
                 if m.get("Type") == "volume" and volumes:
@@ -632,6 +807,33 @@ class Engine:
                 self._locks.pop(cid, None)
         self._notify()
         self._emit(rec, "destroy")
+        if _files_after:
+            try:
+                self._remove_files(cid)
+            finally:
+                with self._files_cond:
+                    self._files_pending -= 1
+                    self._files_cond.notify_all()
+
+    def _remove_files(self, cid: str) -> None:
+        """The rootfs (unmounted), upper and work dirs and the container directory of a
+        container whose record is gone."""
+        try:
+            self.images.snapshots.remove(cid)
+        except Exception:  # noqa: BLE001 - reconcile() tries again
+            return
+        remove_tree(self.cdir(cid))
+
+    def _sweep_files(self) -> None:
+        """Files of containers that have no record (a daemon killed during a removal)."""
+        known = {r["id"] for r in self.store.all()}
+        try:
+            names = os.listdir(self.containers_dir)
+        except OSError:
+            return
+        for name in names:
+            if len(name) == 64 and name not in known and all(ch in "0123456789abcdef" for ch in name):
+                self._remove_files(name)
 
     def rename(self, ref: str, new_name: str) -> None:
         rec = self._get(ref)
@@ -650,18 +852,28 @@ class Engine:
 
     # ------------------------------------------------------------------ wait
     def wait(self, ref: str, condition: str = "not-running", timeout: float | None = None) -> dict:
+        return self.wait_prepare(ref, condition, timeout)()
+
+    def wait_prepare(self, ref: str, condition: str = "not-running", timeout: float | None = None):
+        """Checks the container and the condition now (NotFound, InvalidParameter) and returns
+        the blocking wait, which counts exits from this moment (the API answers a wait's headers
+        before the client starts the container)."""
         rec = self._get(ref)
-        cid = rec["id"]
         condition = condition or "not-running"
         if condition not in ("not-running", "next-exit", "removed"):
             raise InvalidParameter(f"invalid condition: \"{condition}\"")
+        return lambda: self._wait(rec, condition, timeout)
+
+    def _wait(self, rec: dict, condition: str, timeout: float | None) -> dict:
+        cid = rec["id"]
         deadline = None if timeout is None else time.monotonic() + timeout
         started = rec["state"].get("StartedAt")
         with self._changed:
             while True:
                 cur = self.store.get(cid)
                 if cur is None:
-                    st = rec["state"]
+                    # removed: its last state (an auto-remove follows the exit at once)
+                    st = self._final_states.get(cid) or rec["state"]
                     return {"StatusCode": int(st.get("ExitCode") or 0), "Error": None}
                 st = cur["state"]
                 rec = cur
@@ -711,8 +923,8 @@ class Engine:
                      ("Ulimits", None), ("Devices", []), ("Init", None), ("Tmpfs", None), ("Sysctls", None),
                      ("Mounts", None), ("OomKillDisable", False), ("GroupAdd", None), ("ConsoleSize", [0, 0])):
             hc.setdefault(k, v)
-        if hc["NetworkMode"] == "default":
-            hc["NetworkMode"] = "none"
+        # What the container has (the default is "none" until there is a bridge), everywhere.
+        hc["NetworkMode"] = _network.mode(hc)
         out = {
             "Id": cid,
             "Created": _iso(rec["created"]),
@@ -738,13 +950,8 @@ class Engine:
                                                          "WorkDir": os.path.join(self.cdir(cid), "work")}},
             "Mounts": [self._mount_shape(m) for m in rec["mounts"]],
             "Config": {k: v for k, v in cfg.items()},
-            "NetworkSettings": {"Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
-                                "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-                                "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
-                                "Networks": {hc["NetworkMode"]: {"IPAMConfig": None, "Links": None, "Aliases": None,
-                                                                 "NetworkID": "", "EndpointID": "", "Gateway": "",
-                                                                 "IPAddress": "", "IPPrefixLen": 0,
-                                                                 "MacAddress": ""}}},
+            "NetworkSettings": _network.settings(cid, hc, int(st.get("Pid") or 0)
+                                                 if st["Status"] in ("running", "paused") else 0),
         }
         out["Config"]["Image"] = cfg.get("Image") or rec["image_ref"]
         return out
@@ -778,12 +985,13 @@ class Engine:
                 continue
             path, args = st.get("Path", ""), st.get("Args", [])
             cmd = " ".join([path, *args]) if path else ""
+            net_hc, net_settings = _network.summary(rec["id"], rec["host_config"], int(st.get("Pid") or 0)
+                                                    if st["Status"] in ("running", "paused") else 0)
             out.append({
                 "Id": rec["id"], "Names": ["/" + rec["name"]], "Image": rec["config"].get("Image") or rec["image_ref"],
                 "ImageID": rec["image_id"], "Command": cmd, "Created": int(rec["created"]), "Ports": [],
                 "Labels": rec["config"].get("Labels") or {}, "State": st["Status"], "Status": self._status_text(st),
-                "HostConfig": {"NetworkMode": rec["host_config"].get("NetworkMode") or "none"},
-                "NetworkSettings": {"Networks": {}},
+                "HostConfig": net_hc, "NetworkSettings": net_settings,
                 "Mounts": [self._mount_shape(m) for m in rec["mounts"]],
             })
             if 0 < limit <= len(out):
@@ -937,15 +1145,36 @@ class Engine:
 
     # ------------------------------------------------------------------ attach
     def attach(self, ref: str, stdin: bool = False, stdout: bool = True, stderr: bool = True):
+        """A socket with the container's stdio (see supervisor.client.Client.attach).
+
+        A container that is not running (created, or exited: `docker start -a`) is created
+        in the supervisor first, its init waiting for the start, so the stream carries its
+        output from the first byte and its stdin from the start. When that fails (the start
+        will fail the same way and report it), the stream is an empty one."""
         from ..supervisor.client import SupervisorError
         rec = self._get(ref)
-        if rec["state"]["Status"] not in ("running", "paused", "created"):
-            raise Conflict("You cannot attach to a stopped container, start it first")
-        try:
-            self._sup()
-            return self._sup_client.attach(container=rec["id"], stdin=stdin, stdout=stdout, stderr=stderr)
-        except SupervisorError as e:
-            raise EngineError(str(e)) from None
+        cid = rec["id"]
+        with self._lock(cid):
+            rec = self._get(cid)
+            status = rec["state"]["Status"]
+            if status == "paused":
+                raise Conflict(f"container {ref} is paused, unpause the container before attach")
+            if status == "restarting":
+                raise Conflict(f"container {ref} is restarting, wait until the container is running")
+            if status not in ("running", "created", "exited") or cid in self._removing:
+                raise Conflict(f"container {ref} is {status}: it cannot be attached to")
+            if status != "running":
+                try:
+                    self._prepare_locked(rec)
+                except (SupervisorError, EngineError):
+                    return _ended_stream()
+            try:
+                self._sup()
+                return self._sup_client.attach(container=cid, stdin=stdin, stdout=stdout, stderr=stderr)
+            except SupervisorError as e:
+                if e.code == "not_found":  # it has just exited (and been deleted)
+                    return _ended_stream()
+                raise EngineError(str(e)) from None
 
     def resize(self, ref: str, height: int, width: int, exec_id: str | None = None) -> None:
         from ..supervisor.client import SupervisorError
@@ -1169,6 +1398,7 @@ class Engine:
     def reconcile(self) -> None:
         """After a (re)start of the engine: match state.db with the supervisor and apply
         restart policies."""
+        self._sweep_files()
         recs = [r for r in self.store.all() if r["state"]["Status"] in ("running", "paused", "restarting")]
         if not recs and not any(r["host_config"].get("RestartPolicy", {}).get("Name") in ("always", "unless-stopped")
                                 for r in self.store.all()):

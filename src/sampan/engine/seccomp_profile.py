@@ -9,6 +9,7 @@ Capabilities widen the profile the way Docker's does (``profile(caps)``).
 """
 from __future__ import annotations
 
+import json
 import platform
 from typing import Any, Iterable
 
@@ -123,8 +124,23 @@ def base_syscalls() -> list[str]:
 
 
 def profile(caps: Iterable[str] = (), arch: str | None = None) -> dict[str, Any]:
-    """The OCI ``linux.seccomp`` object for a container with the bounding set ``caps``."""
-    caps = {c if c.startswith("CAP_") else "CAP_" + c for c in caps}
+    """The OCI ``linux.seccomp`` object for a container with the bounding set ``caps`` (a
+    new object each time: it is made once per capability set and architecture)."""
+    caps = frozenset(c if c.startswith("CAP_") else "CAP_" + c for c in caps)
+    key = (caps, arch or platform.machine())
+    text = _made.get(key)
+    if text is None:
+        text = json.dumps(_profile(caps, arch))
+        if len(_made) >= 64:
+            _made.pop(next(iter(_made)))
+        _made[key] = text
+    return json.loads(text)
+
+
+_made: dict[tuple[frozenset, str], str] = {}
+
+
+def _profile(caps: frozenset, arch: str | None) -> dict[str, Any]:
     allowed = set(base_syscalls())
     for cap, names in _BY_CAP.items():
         if cap in caps:

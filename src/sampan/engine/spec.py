@@ -575,11 +575,11 @@ def build(*, container_id: str, config: dict, host_config: dict, rootfs: str, co
         mnts = [x for x in mnts if x["destination"] != m["Destination"]]
         mnts.append({"destination": m["Destination"], "type": "bind", "source": m["Source"], "options": opts})
 
+    # --network host: no network namespace; the UTS namespace stays the container's own (with
+    # the host's name as its hostname, as Docker does), so the host's name cannot be changed.
     namespaces = [{"type": t} for t in ("mount", "uts", "pid", "ipc", "cgroup")]
     if not host_net:
         namespaces.append({"type": "network"})
-    else:
-        namespaces = [n for n in namespaces if n["type"] != "uts"]
     devices: list[dict] = []
     rules = list(DEFAULT_DEVICE_RULES)
     if privileged:
@@ -617,11 +617,11 @@ def build(*, container_id: str, config: dict, host_config: dict, rootfs: str, co
         "ociVersion": "1.0.2",
         "process": process,
         "root": {"path": rootfs, "readonly": bool(hc.get("ReadonlyRootfs"))},
-        "hostname": "" if host_net else config["Hostname"],
+        "hostname": config["Hostname"],
         "mounts": mnts,
         "linux": linux,
     }
-    if config.get("Domainname") and not host_net:
+    if config.get("Domainname"):
         spec["domainname"] = config["Domainname"]
     return spec
 

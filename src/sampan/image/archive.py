@@ -67,7 +67,7 @@ OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 _CHUNK = 1 << 20
 _DOC_MAX = 32 << 20           # a JSON document (manifest, config, index) is never this big
-_PIPE_BUDGET = 96 << 20       # archive bytes read ahead of the unpackers, all layers together
+_PIPE_BUDGET = 32 << 20       # archive bytes read ahead of the unpackers, all layers together
 _LINK_HOPS = 16
 
 
@@ -138,7 +138,8 @@ def _decompressed(f: BinaryIO) -> BinaryIO:
 # Paths inside archives
 
 def _clean(name: str) -> str | None:
-    """A member or metadata path made relative and normal; None when it climbs out."""
+    """A member or metadata path made relative and normal ("" for the top directory);
+    None when it climbs out."""
     parts: list[str] = []
     for p in name.split("/"):
         if p in ("", "."):
@@ -149,7 +150,7 @@ def _clean(name: str) -> str | None:
             parts.pop()
         else:
             parts.append(p)
-    return "/".join(parts) or None
+    return "/".join(parts)
 
 
 def _blob_path(digest: str) -> str:
@@ -227,6 +228,16 @@ class _Source:
     def layer(self, path: str) -> _Layer:
         path = self.resolve(path)
         fut = self.layers.get(path)
+        if fut is None and path in self.docs:
+            # A small blob taken for JSON by its first byte (a layer whose first entry's
+            # name starts with "{"): it is a layer after all, and it is in memory.
+            data = self.docs[path]
+            fut = self.layers[path] = Future()
+            try:
+                fut.set_result(self._import(path, io.BytesIO(data), _LAYER_TYPES[detect_compression(data[:10])],
+                                            len(data), _digest_of_path(path)))
+            except ArchiveError as e:
+                fut.set_exception(e)
         if fut is None:
             raise ArchiveError(f"missing layer {path} in the archive")
         return fut.result()
@@ -262,6 +273,8 @@ class _TarSource(_Source):
                         path = _clean(m.name)
                         if path is None:
                             raise ArchiveError(f"invalid path {m.name!r} in the archive")
+                        if not path:
+                            continue
                         if m.issym() or m.islnk():
                             target = m.linkname if m.islnk() else posixpath.join(posixpath.dirname(path), m.linkname)
                             resolved = _clean(target)

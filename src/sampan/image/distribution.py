@@ -4,10 +4,12 @@
 ``ImageStore.import_layer``: the blob is stored, its digest and diff_id verified and
 its snapshot unpacked in one pass while it downloads (several layers at once), so a
 pull is done when the last byte arrives. A lease keeps everything from GC until the
-image is recorded; a failed pull records nothing.
+image is recorded. A failed pull records no image; the layers it completed stay, unreferenced,
+until the next GC, so that trying again does not fetch them again.
 """
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,8 +61,10 @@ class _UnpackingWriter:
 
     def _raise(self) -> None:
         e = self.error
-        if isinstance(e, InvalidImage) and "digest mismatch" in str(e):
-            raise DigestMismatch(str(e)) from None
+        if isinstance(e, InvalidImage):
+            # DigestMismatch lets the registry client tell a bad download from a bad layer.
+            cls = DigestMismatch if "digest mismatch" in str(e) else InvalidImage
+            raise cls(f"layer {self.digest}: {e}") from None
         if e is not None:
             raise e
 
@@ -153,7 +157,6 @@ def pull_image(store: ImageStore, name: str, *, platform: str | None = None, pro
 
 
 def _diff_ids(config_bytes: bytes) -> list[str]:
-    import json
     try:
         config = json.loads(config_bytes)
         diff_ids = config["rootfs"]["diff_ids"]

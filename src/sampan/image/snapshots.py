@@ -21,6 +21,7 @@ import json
 import os
 import re
 import secrets
+import struct
 import threading
 from dataclasses import dataclass, field
 
@@ -141,6 +142,28 @@ def mount_overlay(target: str, lowers: list[str], upper: str, work: str) -> None
     raise SnapshotError(f"cannot mount overlay on {target}: {last.strerror}")
 
 
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
+
+
+def mark_topdir(path: str) -> None:
+    """Set ext4's TOPDIR flag (chattr +T): the Orlov allocator then spreads the directory's
+    subdirectories, one a layer, over block groups with free inodes instead of crowding
+    its own. On an aged filesystem that makes creating a layer's files many times cheaper
+    (here 5 us a file instead of 100-300 us of kernel time). A no-op where unsupported."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(8))[:4])[0]
+        if not flags & _FS_TOPDIR_FL:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("ii", flags | _FS_TOPDIR_FL, 0))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def unmount_path(target: str) -> None:
     """Unmount target (lazily if it is busy); not mounted is fine."""
     while is_mounted(target):
@@ -164,6 +187,7 @@ class Snapshotter:
         self.containers_dir = os.path.join(self.root, "containers")
         os.makedirs(self.snapshots_dir, mode=0o700, exist_ok=True)
         os.makedirs(self.containers_dir, mode=0o711, exist_ok=True)
+        mark_topdir(self.snapshots_dir)
         kind = kind or os.environ.get("SAMPAN_SNAPSHOTTER") or ""
         if kind not in ("", "overlay", "overlayfs", "copy", "vfs", "native"):
             raise SnapshotError(f"unknown snapshotter {kind!r} (overlay or copy)")

@@ -39,8 +39,9 @@ def _own_procs_file() -> str | None:
 
 
 class MigrationLockWarmer:
-    def __init__(self) -> None:
+    def __init__(self, give_up_after: float = _GIVE_UP_AFTER) -> None:
         self._stopped = False
+        self._give_up_after = give_up_after
         _thread.start_new_thread(self._run, ())
 
     def stop(self) -> None:
@@ -53,7 +54,7 @@ class MigrationLockWarmer:
                 return
             fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
             pid = str(os.getpid()).encode()
-            deadline = time.monotonic() + _GIVE_UP_AFTER
+            deadline = time.monotonic() + self._give_up_after
             try:
                 while not self._stopped and time.monotonic() < deadline:
                     os.write(fd, pid)

@@ -53,8 +53,11 @@ class ExecOptions(ProcessOptions):
 class Runtime:
     def __init__(self, root: str = st.DEFAULT_ROOT, systemd_cgroup: bool = False,
                  warn: Callable[[str], None] | None = None,
-                 on_cgroup_joined: Callable[[], None] | None = None) -> None:
+                 on_cgroup_joined: Callable[[], None] | None = None, precompile_seccomp: bool = False) -> None:
         self.root = root
+        # A long-lived caller (the engine's supervisor) builds seccomp filters before forking
+        # the init, once per distinct profile, rather than in every init.
+        self.precompile_seccomp = precompile_seccomp
         # Called once a new process is in its cgroups (the CLI then stops warming the lock).
         self.on_cgroup_joined = on_cgroup_joined or (lambda: None)
         self.systemd_cgroup = systemd_cgroup
@@ -76,6 +79,7 @@ class Runtime:
             raise RuntimeError_("cannot allocate tty if runc will detach without setting console socket")
         if not proc.get("terminal") and opts.console_socket:
             raise RuntimeError_("cannot use console socket if runc will not detach or allocate tty")
+        self._precompile(spec)
         state_dir = st.reserve(self.root, container_id)
         record: dict[str, Any] = {
             "id": container_id, "pid": 0, "pid_start": None, "bundle": bundle, "rootfs": rootfs,
@@ -103,6 +107,15 @@ class Runtime:
             for sock in (listener, console):
                 if sock is not None:
                     sock.close()
+
+    def _precompile(self, spec: dict[str, Any]) -> None:
+        cfg = (spec.get("linux") or {}).get("seccomp")
+        if self.precompile_seccomp and cfg:
+            from . import seccomp
+            try:
+                seccomp.precompile(cfg)
+            except (OSError, ValueError):
+                pass  # the init builds it and reports what is wrong
 
     def _cgroup_for(self, spec: dict[str, Any], container_id: str) -> Any:
         from .cgroups import manager_for
@@ -186,10 +199,11 @@ class Runtime:
             conn.close()
         if error:
             raise RuntimeError_(error.decode(errors="replace"))
-        try:
-            hooks.run(record["config"], "poststart", st.oci_state(self.root, record))
-        except hooks.HookError as e:
-            self.warn(str(e))
+        if (record["config"].get("hooks") or {}).get("poststart"):  # (the state costs /proc and cgroup reads)
+            try:
+                hooks.run(record["config"], "poststart", st.oci_state(self.root, record))
+            except hooks.HookError as e:
+                self.warn(str(e))
 
     # -- queries ----------------------------------------------------------------------
     def state(self, container_id: str) -> dict[str, Any]:
@@ -312,6 +326,7 @@ class Runtime:
         init_opts = InitOptions(spec=spec, process=proc, preserve_fds=opts.preserve_fds, console=console, join=join,
                                 stdio=opts.stdio)
         init_opts.state = st.oci_state(self.root, record)
+        self._precompile(spec)
         parent, child = Channel.pair()
         first = os.fork()
         if first == 0:

@@ -90,10 +90,49 @@ def load(cfg: dict, *, state_json: bytes | None = None, listener: socket.socket 
     path; load() always closes it. Only that send and close follow the filter's loading.
     """
     try:
+        if _prepared is not None and _prepared[0] is cfg and listener is None:
+            from sampan.linux import seccomp as scmp
+            scmp.load_bpf(_prepared[1])
+            return
         _load(_plan(cfg), state_json, listener)
     finally:
         if listener is not None:
             listener.close()
+
+
+# Filters built by precompile(): key (the config as canonical JSON) -> BPF program.
+_compiled: dict[str, bytes] = {}
+_COMPILED_MAX = 64
+# (config, program) of the last precompile(): load() of that very object installs the program.
+_prepared: tuple[dict, bytes] | None = None
+
+
+def precompile(cfg: dict) -> bool:
+    """Build `cfg`'s filter now, in a long-lived process about to fork a container init, so
+    that the init's load(cfg) (of this same object) only installs it. Filters are cached by
+    content, so a supervisor builds Docker's default profile once. Returns False, and load()
+    then builds the filter itself, for what a plain install cannot do: filter flags, notify
+    rules (the listener fd comes from the kernel at load time)."""
+    global _prepared
+    import json
+
+    _prepared = None
+    key = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+    program = _compiled.get(key)
+    if program is None:
+        from sampan.linux import seccomp as scmp
+
+        plan = _plan(cfg)
+        if plan.flags or plan.listener_path or any(a == scmp.ACT_NOTIFY for a, _, _ in plan.rules):
+            return False
+        filt, _ = _build(plan)
+        with filt:  # type: ignore[attr-defined]
+            program = filt.export_bpf()  # type: ignore[attr-defined]
+        if len(_compiled) >= _COMPILED_MAX:
+            _compiled.pop(next(iter(_compiled)))
+        _compiled[key] = program
+    _prepared = (cfg, program)
+    return True
 
 
 def connect_listener(cfg: dict) -> socket.socket | None:
@@ -129,14 +168,24 @@ def features() -> dict:
     }
 
 
-def _load(plan: _Plan, state_json: bytes | None, listener: socket.socket | None) -> None:
+def _build(plan: _Plan) -> tuple[object, bool]:
+    """The libseccomp filter for `plan` (the caller releases it: `with filt:`), and whether
+    it has notify rules."""
     from sampan.linux import seccomp as scmp
 
-    with scmp.Filter(plan.default) as filt:
+    filt = scmp.Filter(plan.default)
+    try:
         # No new privileges is the runtime's call (process.noNewPrivileges), not the filter's.
         filt.set_attr(scmp.ATTR_CTL_NNP, 0)
         # The kernel's errno (EACCES without NNP or CAP_SYS_ADMIN) rather than ECANCELED.
         filt.set_attr(scmp.ATTR_API_SYSRAWRC, 1)
+        # The same decisions, found by a binary search on the syscall number rather than a
+        # linear scan: Docker's profile installs in about half the time (the kernel emulates
+        # the filter for every syscall number when it is loaded) and runs no slower.
+        try:
+            filt.set_attr(scmp.ATTR_CTL_OPTIMIZE, 2)
+        except OSError:
+            pass  # libseccomp < 2.5
         for arch in plan.arches:
             token = scmp.resolve_arch(arch)
             if token is None:
@@ -155,6 +204,15 @@ def _load(plan: _Plan, state_json: bytes | None, listener: socket.socket | None)
                     continue  # unknown to this libseccomp: runc skips these too
                 filt.add_rule(action, nr, comparisons)
                 notifies = notifies or action == scmp.ACT_NOTIFY
+    except BaseException:
+        filt.__exit__()
+        raise
+    return filt, notifies
+
+
+def _load(plan: _Plan, state_json: bytes | None, listener: socket.socket | None) -> None:
+    filt, notifies = _build(plan)
+    with filt:  # type: ignore[attr-defined]
         if not notifies:
             filt.load()
             return

@@ -34,6 +34,7 @@ LOW = 64 * 1024       # ... which resumes once the buffer is below this
 MAX_LINE = 4 * 1024 * 1024  # longest request line
 SUBSCRIBER_MAX = 1024 * 1024  # a subscriber that lets this much pile up is dropped
 DRAIN_GRACE = 2.0     # seconds to wait for EOF on a process's output after it exited
+WARM_FOR = 1.0        # seconds the cgroup migration lock is kept warm after a create (or "warm")
 STDOUT, STDERR = 1, 2
 _STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 
@@ -136,7 +137,7 @@ class Supervisor:
         self.root = os.path.abspath(root)
         self.exec_root = os.path.abspath(exec_root)
         self.runtime_root = runtime_root or os.path.join(self.exec_root, "runtime")
-        self.runtime = Runtime(root=self.runtime_root, warn=lambda message: None)
+        self.runtime = Runtime(root=self.runtime_root, warn=lambda message: None, precompile_seccomp=True)
         self.sel = selectors.DefaultSelector()
         self.handlers: dict[int, tuple[object, int]] = {}  # fd -> (callback(fd, mask), events)
         self.containers: dict[str, Proc] = {}
@@ -151,6 +152,7 @@ class Supervisor:
         self.pid_path = os.path.join(self.exec_root, "supervisor.pid")
         self._wake_r = self._wake_w = -1
         self._devnull = -1
+        self._warm_until = 0.0
 
     # -- fd bookkeeping ---------------------------------------------------------------
     def _set(self, fd: int, callback: object, events: int) -> None:
@@ -683,6 +685,26 @@ class Supervisor:
     def op_ping(self, conn: Conn, rid: object, req: dict) -> dict:
         return {"pid": os.getpid(), "version": VERSION}
 
+    def op_warm(self, conn: Conn, rid: object, req: dict) -> dict:
+        """A container is about to be created: start paying the cgroup migration's grace period."""
+        self._warm_cgroups()
+        return {}
+
+    def _warm_cgroups(self) -> None:
+        """Moving a new init into its cgroups first waits an RCU grace period (5-16 ms) when no
+        cgroup migration happened lately (linux/cgroup_lock.py): a helper thread pays it now,
+        in parallel with the create, and keeps the lock warm (a no-op write of its own pid
+        every 3 ms) for a second, so that containers started in a row do not pay it again."""
+        now = time.monotonic()
+        if now < self._warm_until:
+            return
+        from ..linux.cgroup_lock import MigrationLockWarmer
+        try:
+            MigrationLockWarmer(give_up_after=WARM_FOR)
+        except RuntimeError:  # no thread to be had: only an optimisation
+            return
+        self._warm_until = now + WARM_FOR - 0.05
+
     def _pipes(self, proc: Proc, tty: bool, keep_stdin: bool) -> tuple[tuple[int, int, int], list[int]]:
         """The child's stdio and the fds to close in the supervisor once it is forked."""
         if tty:
@@ -733,6 +755,7 @@ class Supervisor:
         return (h, w) if h > 0 and w > 0 else None
 
     def op_create(self, conn: Conn, rid: object, req: dict) -> dict:
+        self._warm_cgroups()
         cid = req.get("container")
         bundle = req.get("bundle")
         if not isinstance(cid, str) or not cid or not isinstance(bundle, str) or not bundle:
@@ -963,7 +986,20 @@ class Supervisor:
         return None
 
 
+def _preload_runtime() -> None:
+    """Import now what every container init would otherwise import after its fork (the root
+    filesystem code, the console, seccomp with libseccomp open): the supervisor's forks start
+    warm, and the inits only run."""
+    from ..runtime import console, mountopts, rootfs  # noqa: F401
+    from ..runtime import seccomp
+    try:
+        seccomp.prepare()
+    except OSError:
+        pass  # no libseccomp: containers with a profile fail at create, as before
+
+
 def main(root: str, exec_root: str) -> int:
+    _preload_runtime()
     sup = Supervisor(root, exec_root)
     sup.serve()
     return 0

@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""`sampan load` against `docker load` on the same multi-layer docker-archive.
+
+The archive is made once (kept in .cache/bench/): a Debian minbase tree (debootstrap,
+also kept) split into four layers (usr/lib, usr/share, the other usr dirs, the rest),
+a layer of random binaries and a layer of a few thousand small files: six layers,
+about 180 MB, uncompressed tars in the format `docker save` (20.10) writes. Each round
+loads it with each tool, interleaved (the order alternates), from the file, with a
+private dockerd (own data root, started as the drop-in tests start it) and a sampan
+engine root on the same filesystem; the image is removed (layers and all) after every
+load and the page cache written back (`sync`) before the next one. Prints the medians
+and the ratio sampan/docker (the goal is 0.5 or less). Run as root:
+
+    .venv/bin/python bench/image_load.py [--rounds 5] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".cache" / "bench"
+SAMPAN = [str(REPO / ".venv" / "bin" / "python"), "-m", "sampan.cli.main"]
+IMAGE = "bench/layers:1"
+sys.path.insert(0, str(REPO / "src"))
+
+
+def dropin():
+    """tests/integration/conftest.py as a module: its private Dockerd."""
+    spec = importlib.util.spec_from_file_location("sampan_dropin", REPO / "tests" / "integration" / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def debian_tree() -> Path:
+    tree = CACHE / "debian-bookworm"
+    if not (tree / "etc" / "debian_version").exists():
+        from sampan.image.bootstrap import debian_rootfs
+        tmp = Path(tempfile.mkdtemp(prefix="debian-", dir=CACHE))
+        print("debootstrap (once, ~30 s) ...", file=sys.stderr)
+        debian_rootfs(str(tmp / "fs"))
+        shutil.rmtree(tree, ignore_errors=True)
+        os.rename(tmp / "fs", tree)
+        shutil.rmtree(tmp)
+    return tree
+
+
+def _synthetic(directory: Path, seed: int) -> tuple[Path, Path]:
+    """A tree of random binaries (40 MB) and one of 3000 small text files (~12 MB)."""
+    rng = random.Random(seed)
+    bins, small = directory / "bins", directory / "small"
+    (bins / "opt" / "tools").mkdir(parents=True)
+    for i in range(10):
+        (bins / "opt" / "tools" / f"tool{i}").write_bytes(rng.randbytes(4 << 20))
+    words = [rng.randbytes(6).hex() for _ in range(500)]
+    for i in range(3000):
+        d = small / "opt" / "app" / "node_modules" / f"pkg{i // 30}"
+        d.mkdir(parents=True, exist_ok=True)
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(150, 550)))
+        (d / f"module{i % 30}.js").write_text(f"// module {i}\nexport const s = {json.dumps(text)};\n")
+    return bins, small
+
+
+def _layer(out: Path, root: Path, paths: list[str]) -> None:
+    subprocess.run(["tar", "--numeric-owner", "--sort=name", "-C", str(root), "-cf", str(out), *paths], check=True)
+
+
+def build_archive() -> Path:
+    """The docker-archive (made once): six layers as `docker save` 20.10 lays them out."""
+    archive = CACHE / "image-load.tar"
+    if archive.exists():
+        return archive
+    tree = debian_tree()
+    work = Path(tempfile.mkdtemp(prefix="layers-", dir=CACHE))
+    try:
+        bins, small = _synthetic(work, 1)
+        usr_rest = sorted(p for p in os.listdir(tree / "usr") if p not in ("lib", "share"))
+        top_rest = sorted(p for p in os.listdir(tree) if p != "usr")
+        specs = [(tree, ["usr/lib"]), (tree, ["usr/share"]), (tree, [f"usr/{p}" for p in usr_rest]),
+                 (tree, top_rest), (bins, ["opt"]), (small, ["opt"])]
+        layers = []
+        for i, (root, paths) in enumerate(specs):
+            path = work / f"layer{i}.tar"
+            _layer(path, root, paths)
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            layers.append((path, "sha256:" + h.hexdigest()))
+        config = json.dumps({
+            "architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+            "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["bash"]},
+            "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]},
+            "history": [{"created": "2024-01-01T00:00:00Z", "created_by": f"layer {i}"} for i in range(len(layers))],
+        }).encode()
+        config_name = hashlib.sha256(config).hexdigest() + ".json"
+        v1 = [hashlib.sha256(f"v1-{d}".encode()).hexdigest() for _, d in layers]
+        manifest = [{"Config": config_name, "RepoTags": [IMAGE], "Layers": [f"{v}/layer.tar" for v in v1]}]
+        tmp = archive.with_suffix(".tmp")
+        with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as t:
+            entries = sorted([(f"{v}/layer.tar", path) for v, (path, _) in zip(v1, layers)] +
+                             [(config_name, config)], key=lambda e: e[0])
+            for name, content in entries:
+                if isinstance(content, bytes):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(content)
+                    t.addfile(info, io.BytesIO(content))
+                else:
+                    t.add(str(content), arcname=name)
+            for name, doc in (("manifest.json", manifest), ("repositories", {"bench/layers": {"1": v1[-1]}})):
+                data = json.dumps(doc).encode()
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+        os.rename(tmp, archive)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return archive
+
+
+def timed(argv: list[str], env: dict | None = None) -> float:
+    t0 = time.perf_counter()
+    cp = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    elapsed = time.perf_counter() - t0
+    if cp.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}: {cp.stderr.decode(errors='replace').strip()[-800:]}")
+    return elapsed
+
+
+def quiet(argv: list[str], env: dict | None = None) -> None:
+    subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+
+def summary(samples: list[float]) -> dict:
+    return {"n": len(samples), "median_s": round(statistics.median(samples), 3),
+            "min_s": round(min(samples), 3), "max_s": round(max(samples), 3)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    archive = build_archive()
+    size = archive.stat().st_size
+    mod = dropin()
+    daemon = mod.Dockerd(mod.IMAGES / "busybox")
+    root = tempfile.mkdtemp(prefix="sampan-bench-load-", dir=str(Path(daemon.tmp).parent))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    results: dict[str, list[float]] = {"sampan": [], "docker": []}
+    try:
+        daemon.start()
+        denv = daemon.env
+
+        def sampan_load() -> float:
+            t = timed([*SAMPAN, "--root", root, "load", "-q", "-i", str(archive)], env)
+            quiet([*SAMPAN, "--root", root, "rmi", IMAGE], env)
+            return t
+
+        def docker_load() -> float:
+            t = timed([mod.DOCKER_CLI, "load", "-q", "-i", str(archive)], denv)
+            quiet([mod.DOCKER_CLI, "rmi", "-f", IMAGE], denv)
+            return t
+
+        runs = {"sampan": sampan_load, "docker": docker_load}
+        for name in runs:          # warm-up: the archive into the page cache, both tools' code paths
+            runs[name]()
+            subprocess.run(["sync"])
+        for i in range(args.rounds):
+            for name in (("sampan", "docker") if i % 2 == 0 else ("docker", "sampan")):
+                results[name].append(runs[name]())
+                subprocess.run(["sync"])
+                print(f"round {i + 1} {name}: {results[name][-1]:.2f}s", file=sys.stderr)
+    finally:
+        problems = daemon.teardown()
+        shutil.rmtree(root, ignore_errors=True)
+        if problems:
+            print("dockerd teardown: " + "; ".join(problems[:3]), file=sys.stderr)
+    out = {"archive_bytes": size, "layers": 6, "sampan": summary(results["sampan"]),
+           "docker": summary(results["docker"])}
+    out["ratio"] = round(out["sampan"]["median_s"] / out["docker"]["median_s"], 3)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"archive: {size / 1e6:.0f} MB, 6 layers, {args.rounds} rounds")
+        for name in ("sampan", "docker"):
+            s = out[name]
+            print(f"{name:7} load: median {s['median_s']:.2f}s (min {s['min_s']:.2f}, max {s['max_s']:.2f})")
+        print(f"ratio sampan/docker: {out['ratio']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
