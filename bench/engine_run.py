@@ -5,11 +5,12 @@ A private dockerd and a private sampand are started first (each in its own tempo
 directory; see bench/_daemons.py) and the same busybox image is loaded in both (`docker
 import` of .cache/images/busybox, then `docker save | sampan load`). Both daemons are warm:
 one unmeasured run each, then N rounds, each running the two CLIs once, interleaved (the
-order alternates per round). The time is the CLI's, from exec to exit (exit code 0 checked).
+order alternates per round; --pause sleeps after each run). The time is the CLI's, from
+exec to exit (exit code 0 checked).
 Prints the median, p90 and min per engine and the ratio sampan/docker of the medians. Run as
 root:
 
-    .venv/bin/python bench/engine_run.py [--rounds 20] [--warmup 2] [--json]
+    .venv/bin/python bench/engine_run.py [--rounds 20] [--warmup 2] [--pause S] [--json]
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20, help="measured rounds (default 20)")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first (default 2)")
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds to sleep after each run (default 0)")
     parser.add_argument("--sampan", default=SAMPAN_CLI, help=f"the sampan CLI (default {SAMPAN_CLI})")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
@@ -65,6 +68,8 @@ def main() -> int:
             for name in (order if i % 2 == 0 else order[::-1]):
                 argv, env = cmds[name]
                 samples[name].append(timed(argv, env))
+                if args.pause:
+                    time.sleep(args.pause)
         left = {"sampan": sampand.sampan("ps", "-aq").stdout.split(), "docker": dockerd.docker("ps", "-aq").stdout.split()}
         if any(left.values()):
             raise RuntimeError(f"containers left after --rm: {left}")
@@ -75,10 +80,12 @@ def main() -> int:
     result["ratio_median"] = round(result["sampan"]["median_ms"] / result["docker"]["median_ms"], 3)
     result["ratio_p90"] = round(result["sampan"]["p90_ms"] / result["docker"]["p90_ms"], 3)
     result["rounds"] = args.rounds
+    result["pause_s"] = args.pause
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"run --rm --network none {IMAGE} true, {args.rounds} interleaved rounds (warm daemons)")
+        print(f"run --rm --network none {IMAGE} true, {args.rounds} interleaved rounds (warm daemons"
+              + (f", {args.pause:g} s pause after each run)" if args.pause else ")"))
         print(f"{'engine':8} {'median':>9} {'p90':>9} {'min':>9} {'max':>9}")
         for name in ("sampan", "docker"):
             r = result[name]

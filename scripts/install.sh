@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The first command on a fresh Debian 12 machine, as root: installs sampan and everything
-# it needs (scripts/setup.sh), then runs a busybox container through `sampan-runc run` to
-# show it works. RUNTIME=runc ./scripts/install.sh runs the same container with runc.
+# it needs (scripts/setup.sh), then runs a busybox container through `sampan-runc run`, and
+# one through the engine (`sampan run`, which starts sampand, the Docker API daemon).
+# RUNTIME=runc ./scripts/install.sh runs the first container with runc.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -64,4 +65,9 @@ if [ "$status" != 0 ]; then
   echo "install.sh: the container failed (exit $status)" >&2
   exit "$status"
 fi
-echo "==> sampan is set up. Next: ./scripts/test.sh"
+
+echo "==> sampan image bootstrap busybox; sampan run --rm busybox ..."
+sampan image bootstrap busybox >/dev/null
+sampan run --rm --name sampan-hello busybox sh -c 'echo "Hello from the engine: $(hostname), $(id -un), $(ls /sys/class/net)"'
+echo "==> sampan is set up (sampand answers on unix:///run/sampan/sampan.sock;"
+echo "    DOCKER_HOST=unix:///run/sampan/sampan.sock docker ps works too). Next: ./scripts/test.sh"

@@ -678,12 +678,15 @@ class API:
         cid = request.match_info["id"]
         stdin, stdout, stderr = _bool(request, "stdin"), _bool(request, "stdout"), _bool(request, "stderr")
         stream, logs = _bool(request, "stream"), _bool(request, "logs")
-        info = await self.run(eng.inspect, cid)
+
+        def inspect_and_attach() -> tuple[dict, Any]:  # (one trip to a worker thread, not two)
+            info = eng.inspect(cid)
+            return info, (_call_kw(eng.attach, info["Id"], stdin=stdin, stdout=stdout, stderr=stderr)
+                          if stream else None)
+
+        info, sock = await self.run(inspect_and_attach, long=True)
         cid = info["Id"]
         tty = bool((info.get("Config") or {}).get("Tty"))
-        sock = None
-        if stream:
-            sock = await self.run(_call_kw, eng.attach, cid, stdin=stdin, stdout=stdout, stderr=stderr, long=True)
         try:
             proto = await _hijack(request, "application/vnd.docker.raw-stream" if tty else
                                   "application/vnd.docker.multiplexed-stream")

@@ -6,9 +6,7 @@ invoked, 127 when it is not found, else the container's own."""
 from __future__ import annotations
 
 import _socket
-import argparse
 import os
-import re
 import sys
 import time
 
@@ -16,20 +14,29 @@ from .. import fastjson
 from .client import APIError, Client, DaemonUnavailable, connect, demux, quote_ref, resp_chunks, _sock_chunks
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing, threading, signal and json are not imported on the way to `run`
+if TYPE_CHECKING:  # typing, argparse, re, json, threading, signal: not imported on the way to `run`
+    import argparse
     from typing import Any
 
-
-class _LazyJson:
-    """The json module, imported when output needs it (fastjson covers the API calls)."""
-
-    def __getattr__(self, name: str) -> Any:
-        import json as module
-        globals()["json"] = module
-        return getattr(module, name)
+REMAINDER = "..."  # argparse.REMAINDER
 
 
-json = _LazyJson()
+class _Lazy:
+    """A module imported when first used (argparse and re cost ~9 ms; `run` and `create`
+    parse their command line with cli/fastargs.py and need neither; fastjson covers the API)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        module = __import__(self._name)
+        globals()[self._name] = module
+        return getattr(module, attr)
+
+
+json = _Lazy("json")
+re = _Lazy("re")
+argparse = _Lazy("argparse")
 
 
 class CLIError(Exception):
@@ -197,7 +204,7 @@ def add_create_flags(p: argparse.ArgumentParser) -> None:
     a("--platform")
     a("--pull", default="missing")
     a("image")
-    a("command", nargs=argparse.REMAINDER)
+    a("command", nargs=REMAINDER)
 
 
 def create_body(ns: argparse.Namespace) -> dict:
@@ -989,7 +996,7 @@ def register(sub: argparse._SubParsersAction, only: str | None = None) -> None:
     p.add_argument("-u", "--user")
     p.add_argument("--privileged", action="store_true")
     p.add_argument("container")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("command", nargs=REMAINDER)
     p = add("attach", cmd_attach, "attach to a running container")
     p.add_argument("--no-stdin", action="store_true")
     p.add_argument("container")
@@ -999,7 +1006,7 @@ def register(sub: argparse._SubParsersAction, only: str | None = None) -> None:
     p.add_argument("names", nargs="+")
     p = add("top", cmd_top, "the running processes of a container")
     p.add_argument("container")
-    p.add_argument("ps_args", nargs=argparse.REMAINDER)
+    p.add_argument("ps_args", nargs=REMAINDER)
 
     if only is not None and only != "volume":
         return

@@ -597,12 +597,12 @@ class Engine:
             code = int(reply.get("exit_code") or 0)
             oom = bool(reply.get("oom_killed"))
             finished = reply.get("finished_at") or _now()
-            try:
-                self._call("delete", container=cid)
-            except (SupervisorError, OSError):
-                pass
             auto_remove = bool(rec["host_config"].get("AutoRemove")) and not self._closed
-            if not auto_remove:  # (the removal below unmounts)
+            if not auto_remove:  # (the removal below deletes it in the supervisor and unmounts)
+                try:
+                    self._call("delete", container=cid)
+                except (SupervisorError, OSError):
+                    pass
                 self._unmount(cid)
             st = self.store.update_state(cid, Status="exited", Pid=0, ExitCode=code, OOMKilled=oom,
                                          FinishedAt=finished, Paused=False)
@@ -770,12 +770,11 @@ class Engine:
                 self._wait_status(cid, ("exited", "created", "dead", "restarting"), 10.0)
             with self._lock(cid):
                 self._prepared.pop(cid, None)
-                if not _files_after:  # (an auto-remove comes from _on_exit, which deleted it there)
+                if not _files_after:
                     try:
                         self._call("delete", container=cid)
                     except SupervisorError:
                         pass
-                if not _files_after:
                     try:
                         self.images.snapshots.remove(cid)
                     except Exception as e:  # noqa: BLE001
@@ -816,8 +815,14 @@ class Engine:
                     self._files_cond.notify_all()
 
     def _remove_files(self, cid: str) -> None:
-        """The rootfs (unmounted), upper and work dirs and the container directory of a
-        container whose record is gone."""
+        """What is left of a container whose record is gone: its exited init in the supervisor
+        (runtime state, cgroups), the rootfs (unmounted), upper and work dirs, the container
+        directory."""
+        from ..supervisor.client import SupervisorError
+        try:
+            self._call("delete", container=cid)
+        except (SupervisorError, OSError):
+            pass
         try:
             self.images.snapshots.remove(cid)
         except Exception:  # noqa: BLE001 - reconcile() tries again
@@ -834,6 +839,10 @@ class Engine:
         for name in names:
             if len(name) == 64 and name not in known and all(ch in "0123456789abcdef" for ch in name):
                 self._remove_files(name)
+                try:  # (what only the runtime still knows, after a supervisor restart)
+                    self._runtime().delete(name, force=True)
+                except Exception:  # noqa: BLE001 - nothing there
+                    pass
 
     def rename(self, ref: str, new_name: str) -> None:
         rec = self._get(ref)

@@ -14,7 +14,7 @@ from . import hooks, state as st
 from .device_rules import with_device_rules
 from .errors import BadState, ContainerNotFound, RuntimeError_
 from .fsutil import atomic_write, remove_tree
-from .init import InitOptions, stage1
+from .init import InitOptions, stage1, stage1_direct
 from .sync import Channel, ChildError
 
 TYPE_CHECKING = False
@@ -71,6 +71,7 @@ class Runtime:
         st.check_id(container_id)
         bundle = os.path.abspath(bundle)
         spec = runtime_spec.load(bundle)
+        self._precompile(spec)  # (before validating: a filter just built needs no other check)
         rootfs, warnings = validate.for_create(spec, bundle)
         for warning in warnings:
             self.warn(warning)
@@ -79,7 +80,6 @@ class Runtime:
             raise RuntimeError_("cannot allocate tty if runc will detach without setting console socket")
         if not proc.get("terminal") and opts.console_socket:
             raise RuntimeError_("cannot use console socket if runc will not detach or allocate tty")
-        self._precompile(spec)
         state_dir = st.reserve(self.root, container_id)
         record: dict[str, Any] = {
             "id": container_id, "pid": 0, "pid_start": None, "bundle": bundle, "rootfs": rootfs,
@@ -134,24 +134,44 @@ class Runtime:
 
     def _spawn(self, opts: InitOptions, record: dict[str, Any]) -> int:
         """Fork the init and walk it through setup; returns its pid once it waits for start."""
+        # The init waits for the parent after its rootfs is made when it needs hooks run or the
+        # container state (a seccomp agent), or opens a device (its terminal) later: the parent
+        # rewrites the devices cgroup then, and v1 does that rule by rule, from "deny all".
+        spec_hooks = opts.spec.get("hooks") or {}
+        opts.sync_hooks = any(spec_hooks.get(k) for k in ("prestart", "createRuntime", "createContainer",
+                                                          "startContainer")) or \
+            bool(((opts.spec.get("linux") or {}).get("seccomp") or {}).get("listenerPath")) or \
+            bool(opts.process.get("terminal"))
+        # Usually (a new pid namespace, nothing to join, no user or time namespace) the init is
+        # forked straight into a pid namespace unshared for it here; else an intermediate child
+        # enters or makes the namespaces and forks it (stage1).
+        from .namespaces import new_kinds, plan
+        entries = plan(opts.spec)
+        new = new_kinds(entries)
+        direct = not opts.join and "pid" in new and not new & {"user", "time"} and \
+            all(path is None for _, path in entries)
         parent, child = Channel.pair()
-        first = os.fork()
+        first = _fork_in_new_pid_namespace() if direct else None
+        if first is None:
+            direct = False
+            first = os.fork()
         if first == 0:
             parent.close()
-            stage1(child, opts)
+            (stage1_direct if direct else stage1)(child, opts)
         child.close()
-        pid = 0
+        pid = first if direct else 0
         try:
             # Made while the child enters its namespaces and starts on the root filesystem.
             cgroup = self._new_cgroup(record)
-            msg = parent.recv()
-            if msg["type"] == "userns":
-                from .namespaces import write_id_maps
-                write_id_maps(first, opts.spec.get("linux") or {})
-                parent.send("userns-done")
+            if not direct:
                 msg = parent.recv()
-            pid = _expect(msg, "pid")["pid"]
-            os.waitpid(first, 0)
+                if msg["type"] == "userns":
+                    from .namespaces import write_id_maps
+                    write_id_maps(first, opts.spec.get("linux") or {})
+                    parent.send("userns-done")
+                    msg = parent.recv()
+                pid = _expect(msg, "pid")["pid"]
+                os.waitpid(first, 0)
             cgroup.apply(pid)
             self.on_cgroup_joined()
             parent.send("cgroup-done")
@@ -160,13 +180,15 @@ class Runtime:
             _set_oom_score(pid, opts.process, self.warn)
             parent.expect("hooks")
             # Limits apply once the root filesystem is made: a device rule may forbid its mknods.
+            # (Without hooks the init goes on meanwhile: pivot_root, seccomp, capabilities.)
             resources = with_device_rules(opts.spec.get("linux") or {})
             if resources:
                 cgroup.set(resources)
-            oci_state = {**st.oci_state(self.root, record), "status": "creating"}
-            hooks.run(opts.spec, "prestart", oci_state)
-            hooks.run(opts.spec, "createRuntime", oci_state)
-            parent.send("hooks-done", state=oci_state)
+            if opts.sync_hooks:
+                oci_state = {**st.oci_state(self.root, record), "status": "creating"}
+                hooks.run(opts.spec, "prestart", oci_state)
+                hooks.run(opts.spec, "createRuntime", oci_state)
+                parent.send("hooks-done", state=oci_state)
             for warning in parent.expect("ready").get("warnings") or []:
                 self.warn(warning)
             return pid
@@ -175,7 +197,8 @@ class Runtime:
         except BaseException:
             if pid:
                 _kill_and_reap(pid)
-            _reap(first)
+            if not direct:
+                _reap(first)
             raise
         finally:
             parent.close()
@@ -418,6 +441,31 @@ def _set_oom_score(pid: int, proc: dict[str, Any], warn: Callable[[str], None]) 
             f.write(str(score))
     except PermissionError:
         warn(f"oomScoreAdj {score}: lowering it needs CAP_SYS_RESOURCE, which this host withholds; left unchanged")
+
+
+def _fork_in_new_pid_namespace() -> int | None:
+    """fork() with the child as pid 1 of a new pid namespace (unshare(CLONE_NEWPID) applies to
+    the caller's children; the caller's own is set back at once); None when that cannot be done
+    (the caller then takes the other way, which reports any error the usual way)."""
+    from ..linux import namespaces as linux_ns
+    try:
+        own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            linux_ns.unshare(linux_ns.CLONE_NEWPID)
+        except OSError:
+            return None
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:  # the parent (or a failed fork): its children go to its namespace again
+                linux_ns.setns(own, linux_ns.CLONE_NEWPID, "setns back into our pid namespace")
+        return pid
+    finally:
+        os.close(own)
 
 
 def _reap(pid: int) -> None:

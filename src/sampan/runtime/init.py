@@ -39,6 +39,10 @@ class InitOptions:
         self.join = join or []
         self.seccomp_listener: Any = None
         self.state: dict[str, Any] | None = None  # exec: the container's OCI state
+        # create: whether the init waits, once its root filesystem is made, for the parent's
+        # hooks and the container state (only hooks and a seccomp agent need them); without,
+        # it goes on at once while the parent applies the limits.
+        self.sync_hooks = True
 
 
 def _fail(chan: Channel, exc: BaseException) -> NoReturn:
@@ -63,20 +67,39 @@ def _preload(opts: InitOptions) -> None:
         import subprocess  # noqa: F401
 
 
+def _stdio_and_guards(opts: InitOptions) -> None:
+    if opts.stdio is not None:
+        for target, fd in enumerate(opts.stdio):
+            os.dup2(fd, target)
+    _preload(opts)
+    # While python runs in a container's namespaces, /proc/<pid>/exe, fds and maps of this
+    # process must stay out of the container's reach (CVE-2019-5736).
+    p.set_dumpable(False)
+    seccomp_cfg = (opts.spec.get("linux") or {}).get("seccomp")
+    if seccomp_cfg and seccomp_cfg.get("listenerPath"):
+        from . import seccomp  # the listener path is a host path: connect before entering the container
+        opts.seccomp_listener = seccomp.connect_listener(seccomp_cfg)
+
+
+def stage1_direct(chan: Channel, opts: InitOptions) -> NoReturn:
+    """The init itself, forked by a parent that unshared the pid namespace for it (so it is pid
+    1 there already): it makes its other new namespaces and goes on, with no process between.
+    Only for containers that join no namespace by path and make no user or time namespace."""
+    try:
+        _stdio_and_guards(opts)
+        new = namespaces.new_kinds(namespaces.plan(opts.spec))
+        flags = namespaces.unshare_flags(new - {"pid"})
+        if flags:
+            linux_ns.unshare(flags)
+        _init_stage2(chan, opts, new)
+    except BaseException as e:  # noqa: BLE001 - everything must reach the parent
+        _fail(chan, e)
+
+
 def stage1(chan: Channel, opts: InitOptions) -> NoReturn:
     """Enter or create the namespaces, then fork the process that lives in them."""
     try:
-        if opts.stdio is not None:
-            for target, fd in enumerate(opts.stdio):
-                os.dup2(fd, target)
-        _preload(opts)
-        # While python runs in a container's namespaces, /proc/<pid>/exe, fds and maps of this
-        # process must stay out of the container's reach (CVE-2019-5736).
-        p.set_dumpable(False)
-        seccomp_cfg = (opts.spec.get("linux") or {}).get("seccomp")
-        if seccomp_cfg and seccomp_cfg.get("listenerPath"):
-            from . import seccomp  # the listener path is a host path: connect before entering the container
-            opts.seccomp_listener = seccomp.connect_listener(seccomp_cfg)
+        _stdio_and_guards(opts)
         entries = namespaces.plan(opts.spec)
         joining = opts.join or [(k, path) for k, path in entries if path]
         namespaces.join(joining)
@@ -130,8 +153,10 @@ def _init_stage2(chan: Channel, opts: InitOptions, new: set[str]) -> NoReturn:
         root.prepare()
         enter_cgroup()
         chan.send("hooks")
-        state = chan.expect("hooks-done")["state"]
-        hooks.run(spec, "createContainer", {**state, "pid": os.getpid()})  # the pid as the container sees it
+        state = None
+        if opts.sync_hooks:
+            state = chan.expect("hooks-done")["state"]
+            hooks.run(spec, "createContainer", {**state, "pid": os.getpid()})  # the pid as the container sees it
         root.pivot(opts.no_pivot)
         if opts.process.get("terminal"):
             _setup_terminal(opts, console_mount=True)

@@ -64,6 +64,8 @@ def prepare() -> None:
 
 def validate(cfg: dict) -> None:
     """Raise ValueError with a one-line message if `cfg` cannot be loaded on this host."""
+    if _prepared is not None and _prepared[0] is cfg:
+        return  # precompile() has just built it: it loads
     plan = _plan(cfg)
     from sampan.linux import seccomp as scmp
 

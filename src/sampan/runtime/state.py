@@ -43,7 +43,9 @@ def reserve(root: str, container_id: str) -> str:
 
 
 def save(root: str, state: dict[str, Any]) -> None:
-    atomic_write(os.path.join(container_dir(root, state["id"]), STATE_FILE), fastjson.dumps(state).encode())
+    # (as runc: the state of live processes, under /run; a host crash takes both away)
+    atomic_write(os.path.join(container_dir(root, state["id"]), STATE_FILE), fastjson.dumps(state).encode(),
+                 durable=False)
 
 
 def load(root: str, container_id: str) -> dict[str, Any]:

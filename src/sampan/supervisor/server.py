@@ -326,7 +326,9 @@ class Supervisor:
         fields = proc.exit_fields()
         if proc.kind == "container" and proc.exit_file:
             try:
-                atomic_write(proc.exit_file, fastjson.dumps(fields).encode() + b"\n", 0o644)
+                # (not fsynced: it tells a restarted sampand of an exit; after a host crash
+                # there is nothing running to reconcile)
+                atomic_write(proc.exit_file, fastjson.dumps(fields).encode() + b"\n", 0o644, durable=False)
             except OSError as e:
                 self._log_error(f"write {proc.exit_file}: {e}")
         for conn, rid in proc.waiters:
@@ -990,8 +992,10 @@ def _preload_runtime() -> None:
     """Import now what every container init would otherwise import after its fork (the root
     filesystem code, the console, seccomp with libseccomp open): the supervisor's forks start
     warm, and the inits only run."""
+    from ..linux import caps
     from ..runtime import console, mountopts, rootfs  # noqa: F401
     from ..runtime import seccomp
+    caps.last_cap()
     try:
         seccomp.prepare()
     except OSError:
