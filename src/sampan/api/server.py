@@ -552,6 +552,24 @@ class API:
         await self.run(eng.resize, request.match_info["id"], h, w)
         return web.Response(status=200)
 
+    async def container_export(self, request: web.Request) -> web.StreamResponse:
+        import tempfile
+        eng = self.eng()
+        fd, path = tempfile.mkstemp(prefix="export-", suffix=".tar", dir=_tmpdir(self.root))
+        try:
+            with os.fdopen(fd, "wb") as f:
+                await self.run(eng.export, request.match_info["id"], f, long=True)
+            resp = web.StreamResponse(status=200)
+            resp.content_type = "application/x-tar"
+            await resp.prepare(request)
+            with open(path, "rb") as f:
+                while chunk := await self.run(f.read, 1 << 20):
+                    await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+        finally:
+            os.unlink(path)
+
     async def container_top(self, request: web.Request) -> web.Response:
         eng = self.eng()
         args = request.query.get("ps_args") or "-ef"
@@ -941,7 +959,7 @@ class API:
             ("GET", c + "/logs", self.container_logs), ("DELETE", c, self.container_delete),
             ("POST", c + "/pause", self.container_pause), ("POST", c + "/unpause", self.container_unpause),
             ("POST", c + "/rename", self.container_rename), ("POST", c + "/resize", self.container_resize),
-            ("GET", c + "/top", self.container_top), ("GET", c + "/stats", self.container_stats),
+            ("GET", c + "/top", self.container_top), ("GET", c + "/export", self.container_export), ("GET", c + "/stats", self.container_stats),
             ("POST", c + "/exec", self.exec_create),
             ("POST", "/exec/{id}/start", self.exec_start), ("POST", "/exec/{id}/resize", self.exec_resize),
             ("GET", "/exec/{id}/json", self.exec_json),

@@ -786,6 +786,21 @@ def cmd_top(client: Client, ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(client: Client, ns: argparse.Namespace) -> int:
+    if not ns.output and sys.stdout.isatty():
+        raise CLIError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+    resp = client.open("GET", f"/containers/{ns.container}/export")
+    out = open(ns.output, "wb") if ns.output else sys.stdout.buffer
+    try:
+        while chunk := resp.read1():
+            out.write(chunk)
+    finally:
+        resp.close()
+        if ns.output:
+            out.close()
+    return 0
+
+
 def cmd_volume_create(client: Client, ns: argparse.Namespace) -> int:
     v = client.post("/volumes/create", {"Name": ns.name or "", "Driver": ns.driver,
                                         "Labels": parse_kv(ns.label), "DriverOpts": parse_kv(ns.opt)})
@@ -930,7 +945,7 @@ class _Skipped:
 
 # The commands register() adds (main.build_parser builds only the one it runs).
 COMMANDS = frozenset(("run", "create", "start", "stop", "restart", "kill", "rm", "pause", "unpause", "wait",
-                      "rename", "ps", "logs", "exec", "attach", "inspect", "top", "volume"))
+                      "rename", "ps", "logs", "exec", "attach", "inspect", "top", "export", "volume"))
 
 
 def register(sub: argparse._SubParsersAction, only: str | None = None) -> None:
@@ -1007,6 +1022,9 @@ def register(sub: argparse._SubParsersAction, only: str | None = None) -> None:
     p = add("top", cmd_top, "the running processes of a container")
     p.add_argument("container")
     p.add_argument("ps_args", nargs=REMAINDER)
+    p = add("export", cmd_export, "export a container's filesystem as a tar archive")
+    p.add_argument("-o", "--output")
+    p.add_argument("container")
 
     if only is not None and only != "volume":
         return

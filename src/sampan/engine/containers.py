@@ -1322,6 +1322,32 @@ class Engine:
                     raise EngineError("timed out waiting for the exec")
                 self._changed.wait(0.1)
 
+    # ------------------------------------------------------------------ export
+    def export(self, ref: str, out: Any) -> None:
+        """Writes the container's filesystem (the merged view its process sees) as a tar."""
+        import tarfile
+        rec = self._get(ref)
+        cid = rec["id"]
+        with self._lock(cid):
+            mounted_here = not self.images.snapshots.mounted(cid)
+            if mounted_here:
+                try:
+                    self.images.snapshots.mount(cid)
+                except Exception as e:  # noqa: BLE001
+                    raise EngineError(f"failed to mount the rootfs: {e}") from None
+        try:
+            rootfs = self.images.snapshots.get(cid).rootfs
+            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for name in sorted(os.listdir(rootfs)):
+                    tar.add(os.path.join(rootfs, name), arcname=name, recursive=True)
+        finally:
+            if mounted_here:
+                with self._lock(cid):
+                    current = self.store.get(cid)
+                    if current is not None and cid not in self._prepared and \
+                            current["state"]["Status"] in ("created", "exited", "dead"):
+                        self._unmount(cid)
+
     # ------------------------------------------------------------------ top / stats
     def top(self, ref: str, ps_args: str = "-ef") -> dict:
         rec = self._get(ref)
