@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sampan.humanize import duration
 from registry_fixtures import *  # noqa: F401,F403 - registry fixtures, config_dir
 from registry_fixtures import MT_DOCKER_MANIFEST, PASSWORD, USER, build_image
 
@@ -282,7 +283,7 @@ def test_registry_ca_and_insecure(cli, root, tls_registry, config_dir, tmp_path,
 def test_human_units():
     assert [fmt.human_size(n) for n in (0, 999, 1000, 1982365, 77_900_000, 1_234_000_000)] == \
         ["0B", "999B", "1kB", "1.98MB", "77.9MB", "1.23GB"]
-    assert [fmt.human_duration(s) for s in (0.5, 1, 59, 60, 3599, 3600, 86400 * 3, 86400 * 20, 86400 * 90,
+    assert [duration(s) for s in (0.5, 1, 59, 60, 3599, 3600, 86400 * 3, 86400 * 20, 86400 * 90,
                                            86400 * 800)] == \
         ["Less than a second", "1 second", "59 seconds", "About a minute", "59 minutes", "About an hour",
          "3 days", "2 weeks", "3 months", "2 years"]

@@ -751,6 +751,12 @@ class API:
         finally:
             if sock is not None:
                 sock.close()
+        # Clients read the exit code (exec inspect) once the stream ends: end it only after
+        # the engine has recorded that exit.
+        try:
+            await self.run(eng.exec_wait, eid, 10.0)
+        except Exception:  # noqa: BLE001 - the stream is over either way
+            pass
         return _finish_hijack(request)
 
     async def exec_resize(self, request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ import sys
 import time
 
 from .. import fastjson
+from ..humanize import duration
 from .client import APIError, Client, DaemonUnavailable, connect, demux, quote_ref, resp_chunks, _sock_chunks
 
 TYPE_CHECKING = False
@@ -284,34 +285,6 @@ def create_body(ns: argparse.Namespace) -> dict:
 
 
 # ---------------------------------------------------------------------------- formatting
-def human_duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = round(seconds / 60)
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(seconds / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    d = h // 24
-    if d < 14:
-        return f"{d} days"
-    if d < 60:
-        return f"{d // 7} weeks"
-    if d < 730:
-        return f"{d // 30} months"
-    return f"{d // 365} years"
-
-
 def table(rows: list[list[str]]) -> str:
     if not rows:
         return ""
@@ -621,7 +594,7 @@ def _ps_row(c: dict, no_trunc: bool) -> dict:
     return {"ID": c["Id"] if no_trunc else c["Id"][:12], "Image": c.get("Image", ""),
             "Command": json.dumps(cmd, ensure_ascii=False), "CreatedAt": time.strftime(
                 "%Y-%m-%d %H:%M:%S %z %Z", time.localtime(c.get("Created", 0))),
-            "RunningFor": human_duration(time.time() - c.get("Created", 0)) + " ago",
+            "RunningFor": duration(time.time() - c.get("Created", 0)) + " ago",
             "Status": c.get("Status", ""), "State": c.get("State", ""), "Ports": ports, "Names": names,
             "Labels": ",".join(f"{k}={v}" for k, v in (c.get("Labels") or {}).items()), "Mounts": "",
             "Networks": "", "Size": ""}

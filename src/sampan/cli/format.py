@@ -5,11 +5,12 @@ Go templates (``{{.Field.Sub}}``, ``{{json .}}``, ``{{join .List ","}}``, ``{{in
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from datetime import datetime, timezone
 from typing import Callable
+
+from ..humanize import duration
 
 
 class TemplateError(ValueError):
@@ -31,39 +32,11 @@ def human_size(size: float) -> str:
     return "%.*g%s" % (3, size, _DECIMAL[i])
 
 
-def human_duration(seconds: float) -> str:
-    """units.HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(math.floor(seconds / 3600 + 0.5))
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
-
-
 def since(ts: float, now: float | None = None) -> str:
     """"2 weeks ago"; "N/A" for an unknown time."""
     if not ts:
         return "N/A"
-    return human_duration((now if now is not None else time.time()) - ts) + " ago"
+    return duration((now if now is not None else time.time()) - ts) + " ago"
 
 
 def go_time(ts: float) -> str:

@@ -25,6 +25,7 @@ from . import names as _names
 from . import network as _network
 from . import restart as _restart
 from . import spec as _spec
+from ..humanize import duration
 from .errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
 from .events import Events
 from .store import NameTaken, Store
@@ -63,34 +64,6 @@ def _parse_ts(s: str | None) -> float:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
-
-
-def _human(seconds: float) -> str:
-    """Docker's units.HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def _go_errors(msg: str) -> str:
@@ -969,13 +942,13 @@ class Engine:
         s = st["Status"]
         now = time.time()
         if s in ("running", "paused"):
-            text = "Up " + _human(now - _parse_ts(st.get("StartedAt")))
+            text = "Up " + duration(now - _parse_ts(st.get("StartedAt")))
             return text + " (Paused)" if s == "paused" else text
         if s == "restarting":
             return f"Restarting ({int(st.get('ExitCode') or 0)}) " + \
-                _human(now - _parse_ts(st.get("FinishedAt"))) + " ago"
+                duration(now - _parse_ts(st.get("FinishedAt"))) + " ago"
         if s == "exited":
-            return f"Exited ({int(st.get('ExitCode') or 0)}) " + _human(now - _parse_ts(st.get("FinishedAt"))) + " ago"
+            return f"Exited ({int(st.get('ExitCode') or 0)}) " + duration(now - _parse_ts(st.get("FinishedAt"))) + " ago"
         if s == "dead":
             return "Dead"
         if s == "removing":
