@@ -138,6 +138,11 @@ class Engine:
         with self._files_cond:  # auto-removals finishing their files
             self._files_cond.wait_for(lambda: self._files_pending == 0, timeout=10)
         self._unmount_idle(everything=True)
+        try:  # our parent cgroup, if no container is left in it
+            from ..runtime.cgroups import remove_if_empty
+            remove_if_empty(_spec.CGROUP_PARENT)
+        except OSError:
+            pass
         self.restarter.close()
         if self._sup_client is not None:
             self._sup_client.close()
