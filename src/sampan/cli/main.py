@@ -5,50 +5,11 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import __version__
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # argparse is imported when a command line needs it (not `run`, `create`)
     import argparse
 
 DEFAULT_ROOT = "/var/lib/sampan"
-
-
-def _cmd_version(args: argparse.Namespace) -> int:
-    import platform
-    print(f"sampan version {__version__}\npython {platform.python_version()}\nkernel {platform.release()}")
-    return 0
-
-
-def _cmd_info(args: argparse.Namespace) -> int:
-    import platform
-    from ..runtime.cgroups import detect_mode
-    rows = [
-        ("Server Version", __version__),
-        ("Root Dir", args.root),
-        ("Kernel Version", platform.release()),
-        ("Operating System", _os_name()),
-        ("Architecture", platform.machine()),
-        ("Cgroup Version", {"v1": "1", "v2": "2", "hybrid": "1 (hybrid)"}[detect_mode()]),
-        ("Default Runtime", "sampan-runc"),
-        ("CPUs", str(os.cpu_count())),
-    ]
-    for key, value in rows:
-        print(f" {key}: {value}")
-    return 0
-
-
-def _os_name() -> str:
-    try:
-        with open("/etc/os-release") as f:
-            for line in f:
-                if line.startswith("PRETTY_NAME="):
-                    return line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    import platform
-    return platform.system()
-
 
 # Global options that take a value (to find the command word without parsing everything).
 _GLOBAL_VALUE_OPTIONS = ("--root", "--exec-root", "-H", "--host")
