@@ -26,7 +26,7 @@ import queue
 import stat
 import threading
 import zlib
-from typing import BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from ..runtime.fsutil import remove_tree
 
@@ -987,6 +987,12 @@ def apply(src: object, dest_dir: str, media_type: str | None = None, *, mode: st
             prefetch.close()
         if close:
             f.close()  # type: ignore[union-attr]
+    return _checked_result(hashed, raw, algorithm, kind, expected_digest, expected_diff_id, app.unpacked, app.entries)
+
+
+def _checked_result(hashed: Any, raw: Any, algorithm: str, kind: str, expected_digest: str | None,
+                    expected_diff_id: str | None, unpacked: int, entries: int) -> ApplyResult:
+    """The layer's digests, held against what the caller expects."""
     diff_id = "sha256:" + hashed.hash.hexdigest()
     digest = f"{algorithm}:{raw.hash.hexdigest()}"
     if expected_digest and digest != expected_digest:
@@ -994,7 +1000,7 @@ def apply(src: object, dest_dir: str, media_type: str | None = None, *, mode: st
     if expected_diff_id and diff_id != expected_diff_id:
         raise LayerError(f"diff_id mismatch: expected {expected_diff_id}, got {diff_id}")
     return ApplyResult(diff_id, hashed.size, digest=digest, compressed_size=raw.size, compression=kind,
-                       unpacked_size=app.unpacked, entries=app.entries)
+                       unpacked_size=unpacked, entries=entries)
 
 
 def _os_error(e: OSError) -> str:
@@ -1024,14 +1030,7 @@ def verify(src: object, media_type: str | None = None, *, expected_digest: str |
     finally:
         if close:
             f.close()  # type: ignore[union-attr]
-    diff_id = "sha256:" + hashed.hash.hexdigest()
-    digest = f"{algorithm}:{raw.hash.hexdigest()}"
-    if expected_digest and digest != expected_digest:
-        raise LayerError(f"digest mismatch: expected {expected_digest}, got {digest} ({raw.size} bytes)")
-    if expected_diff_id and diff_id != expected_diff_id:
-        raise LayerError(f"diff_id mismatch: expected {expected_diff_id}, got {diff_id}")
-    return ApplyResult(diff_id, hashed.size, digest=digest, compressed_size=raw.size, compression=kind,
-                       unpacked_size=0, entries=0)
+    return _checked_result(hashed, raw, algorithm, kind, expected_digest, expected_diff_id, 0, 0)
 
 
 # ----------------------------------------------------------------------------- diff
