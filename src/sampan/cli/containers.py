@@ -11,7 +11,7 @@ import sys
 import time
 
 from .. import fastjson
-from ..humanize import duration
+from ..timefmt import duration
 from .client import APIError, Client, DaemonUnavailable, connect, demux, quote_ref, resp_chunks, _sock_chunks
 
 TYPE_CHECKING = False

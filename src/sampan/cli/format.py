@@ -10,7 +10,7 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
-from ..humanize import duration
+from ..timefmt import duration
 
 
 class TemplateError(ValueError):

@@ -25,7 +25,7 @@ from . import names as _names
 from . import network as _network
 from . import restart as _restart
 from . import spec as _spec
-from ..humanize import duration
+from ..timefmt import duration
 from .errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
 from .events import Events
 from .store import NameTaken, Store
