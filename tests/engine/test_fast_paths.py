@@ -38,8 +38,8 @@ def test_removed_wait_has_the_exit_code_and_the_files_go(engine):
 
 
 def test_create_unmounts_the_rootfs_when_no_start_follows(engine, monkeypatch):
-    from sampan.engine import containers
-    monkeypatch.setattr(containers, "IDLE_MOUNT_SECONDS", 0.2)
+    from sampan.engine.containers import create
+    monkeypatch.setattr(create, "IDLE_MOUNT_SECONDS", 0.2)
     cid = engine.create({"Image": "busybox", "Cmd": ["true"]})
     rootfs = os.path.join(engine.cdir(cid), "rootfs")
     assert _gone_within(lambda: not _mounted(rootfs))

@@ -11,18 +11,14 @@ import secrets
 import shutil
 import subprocess
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from ..runtime.fsutil import secure_join
+from ..timefmt import rfc3339_seconds
 from .errors import Conflict, InvalidParameter, NotFound
 from .store import Store
 
 VALID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Volumes:
@@ -37,7 +33,7 @@ class Volumes:
             self.events.emit("volume", action, name, {"driver": "local"})
 
     def _shape(self, v: dict) -> dict:
-        return {"CreatedAt": _iso(v["created"]), "Driver": v["driver"], "Labels": v["labels"] or {},
+        return {"CreatedAt": rfc3339_seconds(v["created"]), "Driver": v["driver"], "Labels": v["labels"] or {},
                 "Mountpoint": v["mountpoint"], "Name": v["name"], "Options": v["options"] or {}, "Scope": "local"}
 
     def create(self, name: str = "", driver: str = "local", labels: dict | None = None,

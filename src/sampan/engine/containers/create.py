@@ -1,0 +1,194 @@
+"""Container create: the config merged from the image and the request, the rootfs, volumes
+and the OCI bundle; and the rootfs mount create leaves for the start that usually follows."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import threading
+import time
+from typing import Any
+
+from ...image.store import ImageError
+from ...runtime.fsutil import atomic_write, mkdir_all_in, secure_join
+from ...timefmt import ZERO_TIME
+from .. import names as _names
+from .. import network as _network
+from .. import restart as _restart
+from .. import spec as _spec
+from ..errors import Conflict, EngineError, InvalidParameter, NotFound
+from ..store import NameTaken
+from .base import EngineBase
+
+IDLE_MOUNT_SECONDS = 2.0  # how long the rootfs create mounted waits for the container's start
+
+
+class CreateMixin(EngineBase):
+    def create(self, body: dict, name: str | None = None) -> str:
+        self._warm()
+        body = dict(body or {})
+        hc = dict(body.get("HostConfig") or {})
+        if name:
+            if not _names.valid(name):
+                raise InvalidParameter(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+            name = name.lstrip("/")
+        image_ref = body.get("Image") or ""
+        if not image_ref:
+            raise InvalidParameter("No image specified" if False else "config cannot be empty in order to create a container")
+        try:
+            img = self.images.resolve(image_ref)
+        except ImageError as e:
+            if getattr(e, "status", 500) == 404:
+                raise NotFound(f"No such image: {image_ref}") from None
+            raise InvalidParameter(str(e)) from None
+        cid = secrets.token_hex(32)
+        network = hc.get("NetworkMode") or "default"
+        if network not in _network.REQUESTABLE:
+            raise NotFound(f"network {network} not found")
+        if network == "host" and not body.get("Hostname"):
+            body["Hostname"] = os.uname().nodename  # Docker: a host-network container has the host's name
+        try:
+            config = _spec.merge_config(img.config, body, cid)
+            hc["RestartPolicy"] = _restart.validate(hc.get("RestartPolicy"), bool(hc.get("AutoRemove")))
+            mounts = _spec.parse_mounts(hc)
+            _spec.capabilities(hc)
+            _spec.security_options(hc)
+            _spec.resources(hc)
+            _spec.rlimits(hc)
+            _spec.parse_signal(config.get("StopSignal"))
+        except _spec.SpecInputError as e:
+            raise InvalidParameter(str(e)) from None
+        hc.setdefault("NetworkMode", network)
+        hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
+        # Image VOLUMEs not covered by a mount become anonymous volumes.
+        covered = {m["Destination"] for m in mounts}
+        for dest in sorted((config.get("Volumes") or {}).keys()):
+            d = os.path.normpath(dest)
+            if d not in covered:
+                mounts.append({"Type": "volume", "Name": "", "Source": "", "Destination": d, "RW": True,
+                               "Mode": "", "Propagation": "", "Anonymous": True})
+        taken_name = name or _names.generate(self.store.names_taken())
+        cdir = self.cdir(cid)
+        undo: list[Any] = []
+        made_volumes: list[str] = []
+        try:
+            os.makedirs(cdir, mode=0o711)
+            undo.append(lambda: shutil.rmtree(cdir, ignore_errors=True))
+            try:
+                ms = self.images.prepare_rootfs(cid, img.id)
+            except Exception as e:
+                raise EngineError(f"failed to prepare the rootfs: {e}") from None
+            undo.append(lambda: self.images.snapshots.remove(cid))
+            rootfs = ms.rootfs
+            for m in mounts:
+                if m["Type"] == "volume":
+                    existed = bool(m.get("Name")) and self.store.volume(m["Name"]) is not None
+                    v = self.volumes.create(m.get("Name") or "", labels=m.get("Labels"),
+                                            anonymous=not m.get("Name"))
+                    if not existed:
+                        made_volumes.append(v["Name"])
+                    m["Name"], m["Source"], m["Driver"] = v["Name"], v["Mountpoint"], "local"
+                    if not m.get("NoCopy"):
+                        self.volumes.copy_up(rootfs, m["Destination"], v["Mountpoint"])
+                elif m["Type"] == "bind":
+                    if not os.path.exists(m["Source"]):
+                        if m.get("CreateSource"):
+                            os.makedirs(m["Source"], exist_ok=True)
+                        else:
+                            raise InvalidParameter(f"invalid mount config for type \"bind\": bind source path "
+                                                   f"does not exist: {m['Source']}")
+            if config.get("WorkingDir"):
+                mkdir_all_in(rootfs, secure_join(rootfs, config["WorkingDir"]))
+            host_net = network == "host"
+            hostname = config["Hostname"]
+            with open(os.path.join(cdir, "hostname"), "w") as f:
+                f.write((os.uname().nodename if host_net else hostname) + "\n")
+            with open(os.path.join(cdir, "hosts"), "w") as f:
+                f.write(_spec.hosts_file(hostname, host_net))
+            with open(os.path.join(cdir, "resolv.conf"), "w") as f:
+                f.write(_spec.resolv_conf(host_net, hc.get("Dns"), hc.get("DnsSearch"), hc.get("DnsOptions")))
+            try:
+                oci = _spec.build(container_id=cid, config=config, host_config=hc, rootfs=rootfs,
+                                  container_dir=cdir, mounts=mounts)
+            except _spec.SpecInputError as e:
+                raise InvalidParameter(str(e)) from None
+            os.makedirs(self._bundle(cid), mode=0o711)
+            atomic_write(os.path.join(self._bundle(cid), "config.json"), json.dumps(oci).encode(), 0o600)
+            path, args = _spec.path_and_args(config)
+            rec = {"id": cid, "name": taken_name, "image_id": img.id, "image_ref": image_ref,
+                   "created": time.time(), "config": config, "host_config": hc,
+                   "mounts": mounts,
+                   "state": {"Status": "created", "Pid": 0, "ExitCode": 0, "Error": "", "StartedAt": ZERO_TIME,
+                             "FinishedAt": ZERO_TIME, "OOMKilled": False, "RestartCount": 0,
+                             "ManuallyStopped": False, "Path": path, "Args": args, "Paused": False}}
+            try:
+                self.store.add_container(rec)
+            except NameTaken as e:
+                raise Conflict(f"Conflict. The container name \"/{e.name}\" is already in use by container "
+                               f"\"{e.owner}\". You have to remove (or rename) that container to be able to "
+                               "reuse that name.") from None
+            # Stopped containers keep no mount: start mounts the rootfs again (this one stays a
+            # few seconds for the start that usually follows).
+            self._unmount_later(cid)
+        except BaseException:
+            for fn in reversed(undo):
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001
+                    pass
+            for v in made_volumes:
+                try:
+                    self.volumes.remove(v, force=True)
+                except Exception:  # noqa: BLE001
+                    pass
+            raise
+        self._emit(rec, "create")
+        return cid
+
+    def _unmount_later(self, cid: str) -> None:
+        with self._locks_lock:
+            self._idle_mounts[cid] = time.monotonic() + IDLE_MOUNT_SECONDS
+            if self._janitor is None and not self._closed:
+                self._janitor = threading.Thread(target=self._janitor_loop, name="unmount-idle", daemon=True)
+                self._janitor.start()
+
+    def _janitor_loop(self) -> None:
+        while True:
+            with self._locks_lock:
+                if not self._idle_mounts or self._closed:
+                    self._janitor = None
+                    return
+                first = min(self._idle_mounts.values())
+            time.sleep(max(0.05, first - time.monotonic() + 0.01))
+            self._unmount_idle()
+
+    def _unmount_idle(self, everything: bool = False) -> None:
+        """Unmounts the rootfs create left mounted once their time is up, unless a start or
+        an attach has taken them over."""
+        now = time.monotonic()
+        with self._locks_lock:
+            due = [cid for cid, t in self._idle_mounts.items() if everything or t <= now]
+            for cid in due:
+                del self._idle_mounts[cid]
+        for cid in due:
+            try:
+                if self.store.get(cid) is None:
+                    continue
+                with self._lock(cid):
+                    rec = self.store.get(cid)
+                    if rec is not None and cid not in self._prepared and cid not in self._removing and \
+                            rec["state"]["Status"] in ("created", "exited", "dead"):
+                        self._unmount(cid)
+            except Exception:  # noqa: BLE001 - the store may be closing
+                pass
+
+    def _warm(self) -> None:
+        """A start is likely to follow: the supervisor starts paying the kernel's cgroup
+        migration grace period now rather than when the init joins its cgroups."""
+        from ...supervisor.client import SupervisorError
+        try:
+            self._call("warm")
+        except (SupervisorError, OSError):
+            pass
+

@@ -1,0 +1,141 @@
+"""The Engine: containers (create, lifecycle, exec, inspect, streams), volumes, events and
+system information, in Docker Engine API shapes (docs/ENGINE.md).
+
+Processes live in the supervisor (``sampan.supervisor``); the engine keeps the model in
+state.db and learns of exits through one ``wait`` per running process (and ``exit.json``
+for exits that happened while it was down).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Iterator
+
+from ...image.store import ImageStore
+from ...timefmt import ZERO_TIME, rfc3339
+from .. import restart as _restart
+from .. import spec as _spec
+from ..errors import EngineError
+from ..events import Events
+from ..store import Store
+from ..volumes import Volumes
+from .base import time_arg
+from .create import CreateMixin
+from .exec import ExecMixin
+from .inspect import InspectMixin
+from .lifecycle import LifecycleMixin
+from .streams import StreamsMixin
+from .system import SystemMixin
+
+
+class Engine(CreateMixin, LifecycleMixin, ExecMixin, InspectMixin, StreamsMixin, SystemMixin):
+    def __init__(self, root: str, exec_root: str, images: ImageStore | None = None,
+                 start_supervisor: bool = True, reconcile: bool = True) -> None:
+        self.root = os.path.abspath(root)
+        self.exec_root = os.path.abspath(exec_root)
+        self.runtime_root = os.path.join(self.exec_root, "runtime")
+        self.containers_dir = os.path.join(self.root, "containers")
+        os.makedirs(self.containers_dir, mode=0o711, exist_ok=True)
+        self.store = Store(self.root)
+        self.events = Events()
+        self._own_images = images is None
+        self.images = images or ImageStore(self.root, in_use=self._image_in_use)
+        if images is not None:
+            images.in_use = self._image_in_use
+        self.volumes = Volumes(self.root, self.store, self.events)
+        self.restarter = _restart.Restarter(self._restart_start)
+        self._locks: dict[str, threading.RLock] = {}
+        self._locks_lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._waiters: set[str] = set()
+        self._removing: set[str] = set()
+        self._final_states: dict[str, dict] = {}  # the state of recently removed containers, for wait
+        # Rootfs mounts made by create, kept until (monotonic) for a start; then unmounted.
+        self._idle_mounts: dict[str, float] = {}
+        self._janitor: threading.Thread | None = None
+        self._files_cond = threading.Condition()
+        self._files_pending = 0  # auto-removals whose files are still being removed
+        # Containers the supervisor has created (init waiting for start) ahead of a start: an
+        # attach before start does that, so the attacher sees the output from the first byte.
+        self._prepared: dict[str, int] = {}
+        self._closed = False
+        self._sup_client = None
+        self._start_supervisor = start_supervisor
+        if reconcile:
+            self.reconcile()
+
+    def close(self) -> None:
+        self._closed = True
+        with self._files_cond:  # auto-removals finishing their files
+            self._files_cond.wait_for(lambda: self._files_pending == 0, timeout=10)
+        self._unmount_idle(everything=True)
+        try:  # our parent cgroup, if no container is left in it
+            from ...runtime.cgroups import remove_if_empty
+            remove_if_empty(_spec.CGROUP_PARENT)
+        except OSError:
+            pass
+        self.restarter.close()
+        if self._sup_client is not None:
+            self._sup_client.close()
+        self.store.close()
+        if self._own_images:
+            self.images.close()
+
+    # ------------------------------------------------------------------ volumes
+    def volume_create(self, body: dict | None = None) -> dict:
+        body = body or {}
+        return self.volumes.create(body.get("Name") or "", body.get("Driver") or "local", body.get("Labels"),
+                                   body.get("DriverOpts"))
+
+    def volume_list(self, filters: dict | None = None) -> dict:
+        return self.volumes.list(filters)
+
+    def volume_inspect(self, name: str) -> dict:
+        return self.volumes.inspect(name)
+
+    def volume_remove(self, name: str, force: bool = False) -> None:
+        self.volumes.remove(name, force)
+
+    def volume_prune(self, filters: dict | None = None) -> dict:
+        return self.volumes.prune(filters)
+
+    def events_stream(self, since: Any = None, until: Any = None, filters: dict | None = None,
+                      stop: threading.Event | None = None) -> Iterator[dict]:
+        return self.events.subscribe(time_arg(since), time_arg(until), filters, stop)
+
+    events_ = events_stream
+
+    # ------------------------------------------------------------------ reconcile
+    def reconcile(self) -> None:
+        """After a (re)start of the engine: match state.db with the supervisor and apply
+        restart policies."""
+        self._sweep_files()
+        recs = [r for r in self.store.all() if r["state"]["Status"] in ("running", "paused", "restarting")]
+        if not recs and not any(r["host_config"].get("RestartPolicy", {}).get("Name") in ("always", "unless-stopped")
+                                for r in self.store.all()):
+            return
+        try:
+            live = {c["container"]: c for c in self._call("list")["containers"]}
+        except Exception:  # noqa: BLE001
+            live = {}
+        for rec in recs:
+            cid = rec["id"]
+            c = live.get(cid)
+            if c is not None and c["status"] == "running":
+                self._watch(cid)
+                continue
+            if c is not None and c["status"] == "exited":
+                self._watch(cid)  # wait answers at once
+                continue
+            ex = self._exit_record(cid) or {"exit_code": 255, "oom_killed": False, "finished_at": rfc3339()}
+            if rec["state"]["Status"] == "restarting":
+                self.store.update_state(cid, Status="running")
+            self._on_exit(cid, ex)
+        for rec in self.store.all():
+            if rec["state"]["Status"] in ("exited", "created") and rec["state"].get("StartedAt") != ZERO_TIME and \
+                    _restart.restart_at_daemon_start(rec["host_config"].get("RestartPolicy") or {}, rec["state"]):
+                if rec["state"]["Status"] == "exited" and not self.restarter.pending(rec["id"]):
+                    try:
+                        self.start(rec["id"])
+                    except EngineError:
+                        pass

@@ -1,0 +1,203 @@
+"""Containers as the API shows them: inspect, list with its filters, the status text; top
+and stats."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from typing import Any
+
+from ...timefmt import ZERO_TIME, duration, parse_rfc3339, rfc3339
+from .. import network as _network
+from .. import spec as _spec
+from ..errors import Conflict, EngineError, InvalidParameter
+from .base import EngineBase
+
+
+class InspectMixin(EngineBase):
+    def _state_shape(self, st: dict) -> dict:
+        status = st["Status"]
+        return {"Status": status, "Running": status in ("running", "paused", "restarting"), "Paused": status == "paused", "Restarting": status == "restarting",
+                "OOMKilled": bool(st.get("OOMKilled")), "Dead": status == "dead", "Pid": int(st.get("Pid") or 0),
+                "ExitCode": int(st.get("ExitCode") or 0), "Error": st.get("Error") or "",
+                "StartedAt": st.get("StartedAt") or ZERO_TIME, "FinishedAt": st.get("FinishedAt") or ZERO_TIME}
+
+    @staticmethod
+    def _mount_shape(m: dict) -> dict:
+        out = {"Type": m["Type"], "Source": m.get("Source") or "", "Destination": m["Destination"],
+               "Mode": m.get("Mode") or "", "RW": bool(m.get("RW")), "Propagation": m.get("Propagation") or ""}
+        if m["Type"] == "volume":
+            out = {"Type": "volume", "Name": m.get("Name"), "Source": m.get("Source") or "",
+                   "Destination": m["Destination"], "Driver": m.get("Driver") or "local", "Mode": m.get("Mode") or "",
+                   "RW": bool(m.get("RW")), "Propagation": ""}
+        return out
+
+    def inspect(self, ref: str, size: bool = False) -> dict:
+        rec = self._get(ref)
+        cid, st, cfg = rec["id"], rec["state"], rec["config"]
+        hc = dict(rec["host_config"])
+        for k, v in (("Binds", None), ("NetworkMode", "none"), ("PortBindings", {}), ("AutoRemove", False),
+                     ("VolumeDriver", ""), ("VolumesFrom", None), ("CapAdd", None), ("CapDrop", None),
+                     ("Dns", []), ("DnsOptions", []), ("DnsSearch", []), ("ExtraHosts", None),
+                     ("IpcMode", "private"), ("Privileged", False), ("PublishAllPorts", False),
+                     ("ReadonlyRootfs", False), ("SecurityOpt", None), ("ShmSize", _spec.DEFAULT_SHM),
+                     ("Memory", 0), ("MemorySwap", 0), ("NanoCpus", 0), ("CpuShares", 0), ("CpuPeriod", 0),
+                     ("CpuQuota", 0), ("CpusetCpus", ""), ("CpusetMems", ""), ("PidsLimit", None),
+                     ("Ulimits", None), ("Devices", []), ("Init", None), ("Tmpfs", None), ("Sysctls", None),
+                     ("Mounts", None), ("OomKillDisable", False), ("GroupAdd", None), ("ConsoleSize", [0, 0])):
+            hc.setdefault(k, v)
+        # What the container has (the default is "none" until there is a bridge), everywhere.
+        hc["NetworkMode"] = _network.mode(hc)
+        out = {
+            "Id": cid,
+            "Created": rfc3339(rec["created"]),
+            "Path": st.get("Path", ""),
+            "Args": st.get("Args", []),
+            "State": self._state_shape(st),
+            "Image": rec["image_id"],
+            "ResolvConfPath": os.path.join(self.cdir(cid), "resolv.conf"),
+            "HostnamePath": os.path.join(self.cdir(cid), "hostname"),
+            "HostsPath": os.path.join(self.cdir(cid), "hosts"),
+            "LogPath": self._log_path(cid),
+            "Name": "/" + rec["name"],
+            "RestartCount": int(st.get("RestartCount") or 0),
+            "Driver": "overlay2",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": self.store.execs_of(cid) or None,
+            "HostConfig": hc,
+            "GraphDriver": {"Name": "overlay2", "Data": {"MergedDir": os.path.join(self.cdir(cid), "rootfs"),
+                                                         "UpperDir": os.path.join(self.cdir(cid), "upper"),
+                                                         "WorkDir": os.path.join(self.cdir(cid), "work")}},
+            "Mounts": [self._mount_shape(m) for m in rec["mounts"]],
+            "Config": {k: v for k, v in cfg.items()},
+            "NetworkSettings": _network.settings(cid, hc, int(st.get("Pid") or 0)
+                                                 if st["Status"] in ("running", "paused") else 0),
+        }
+        out["Config"]["Image"] = cfg.get("Image") or rec["image_ref"]
+        return out
+
+    def _status_text(self, st: dict) -> str:
+        s = st["Status"]
+        now = time.time()
+        if s in ("running", "paused"):
+            text = "Up " + duration(now - parse_rfc3339(st.get("StartedAt")))
+            return text + " (Paused)" if s == "paused" else text
+        if s == "restarting":
+            return f"Restarting ({int(st.get('ExitCode') or 0)}) " + \
+                duration(now - parse_rfc3339(st.get("FinishedAt"))) + " ago"
+        if s == "exited":
+            return f"Exited ({int(st.get('ExitCode') or 0)}) " + duration(now - parse_rfc3339(st.get("FinishedAt"))) + " ago"
+        if s == "dead":
+            return "Dead"
+        if s == "removing":
+            return "Removal In Progress"
+        return "Created"
+
+    def list(self, all: bool = False, filters: dict[str, list[str]] | None = None, limit: int = -1,
+             size: bool = False) -> list[dict]:
+        filters = {k: (v if isinstance(v, list) else [v]) for k, v in (filters or {}).items()}
+        out = []
+        for rec in self.store.all():
+            st = rec["state"]
+            if not all and st["Status"] not in ("running", "paused", "restarting") and not filters.get("status"):
+                continue
+            if not self._filter(rec, filters):
+                continue
+            path, args = st.get("Path", ""), st.get("Args", [])
+            cmd = " ".join([path, *args]) if path else ""
+            net_hc, net_settings = _network.summary(rec["id"], rec["host_config"], int(st.get("Pid") or 0)
+                                                    if st["Status"] in ("running", "paused") else 0)
+            out.append({
+                "Id": rec["id"], "Names": ["/" + rec["name"]], "Image": rec["config"].get("Image") or rec["image_ref"],
+                "ImageID": rec["image_id"], "Command": cmd, "Created": int(rec["created"]), "Ports": [],
+                "Labels": rec["config"].get("Labels") or {}, "State": st["Status"], "Status": self._status_text(st),
+                "HostConfig": net_hc, "NetworkSettings": net_settings,
+                "Mounts": [self._mount_shape(m) for m in rec["mounts"]],
+            })
+            if 0 < limit <= len(out):
+                break
+        return out
+
+    def _filter(self, rec: dict, filters: dict[str, list[str]]) -> bool:
+        st = rec["state"]
+        for key, values in filters.items():
+            if not values:
+                continue
+            if key == "status":
+                for v in values:
+                    if v not in ("created", "restarting", "running", "removing", "paused", "exited", "dead"):
+                        raise InvalidParameter(f"invalid filter 'status={v}'")
+                if st["Status"] not in values:
+                    return False
+            elif key == "name":
+                if not any(re.search(v.lstrip("/") if v.startswith("/") and False else v, "/" + rec["name"])
+                           for v in values):
+                    return False
+            elif key == "id":
+                if not any(rec["id"].startswith(v) for v in values):
+                    return False
+            elif key == "label":
+                labels = rec["config"].get("Labels") or {}
+                for v in values:
+                    k, sep, want = v.partition("=")
+                    if k not in labels or (sep and labels[k] != want):
+                        return False
+            elif key == "exited":
+                if st["Status"] != "exited" or str(st.get("ExitCode")) not in values:
+                    return False
+            elif key == "ancestor":
+                if not any(v in (rec["image_ref"], rec["image_id"], rec["config"].get("Image"))
+                           or rec["image_id"].split(":")[-1].startswith(v) for v in values):
+                    return False
+            elif key == "volume":
+                if not any(m.get("Name") == v or m["Destination"] == v for m in rec["mounts"] for v in values):
+                    return False
+            elif key in ("before", "since", "network", "health", "publish", "expose", "is-task"):
+                continue
+            else:
+                raise InvalidParameter(f"invalid filter '{key}'")
+        return True
+
+    # ------------------------------------------------------------------ top / stats
+    def top(self, ref: str, ps_args: str = "-ef") -> dict:
+        rec = self._get(ref)
+        if rec["state"]["Status"] not in ("running", "paused"):
+            raise Conflict(f"Container {rec['id']} is not running")
+        try:
+            pids = set(self._runtime().pids(rec["id"]))
+        except Exception as e:  # noqa: BLE001
+            raise EngineError(str(e)) from None
+        args = (ps_args or "-ef").split()
+        out = subprocess.run(["ps", *args], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise EngineError(f"Error running ps: {out.stderr.strip()}")
+        lines = out.stdout.splitlines()
+        titles = lines[0].split()
+        try:
+            pidx = titles.index("PID")
+        except ValueError:
+            raise EngineError("Couldn't find PID field in ps output") from None
+        procs = []
+        for line in lines[1:]:
+            fields = line.split(None, len(titles) - 1)
+            if len(fields) > pidx and fields[pidx].isdigit() and int(fields[pidx]) in pids:
+                procs.append(fields)
+        return {"Titles": titles, "Processes": procs}
+
+    def stats(self, ref: str) -> dict:
+        rec = self._get(ref)
+        out: dict[str, Any] = {"id": rec["id"], "name": "/" + rec["name"], "read": rfc3339(),
+                               "pids_stats": {}, "memory_stats": {}, "cpu_stats": {}}
+        if rec["state"]["Status"] not in ("running", "paused"):
+            return out
+        try:
+            pids = self._runtime().pids(rec["id"])
+            out["pids_stats"] = {"current": len(pids)}
+        except Exception:  # noqa: BLE001
+            pass
+        return out
+

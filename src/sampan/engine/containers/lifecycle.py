@@ -1,0 +1,498 @@
+"""Container lifecycle: start (through the supervisor), exits and restart policies, stop,
+kill, restart, pause, remove, rename and wait."""
+from __future__ import annotations
+
+import errno
+import os
+import signal as _signal
+import threading
+import time
+from typing import Any
+
+from ...runtime.fsutil import remove_tree
+from ...timefmt import ZERO_TIME, parse_rfc3339, rfc3339
+from .. import names as _names
+from .. import network as _network
+from .. import restart as _restart
+from .. import spec as _spec
+from ..errors import Conflict, EngineError, InvalidParameter, NotModified
+from ..store import NameTaken
+from .base import EngineBase
+
+DEFAULT_STOP_TIMEOUT = 10
+
+
+def _go_errors(msg: str) -> str:
+    """errno texts as Go (runc, dockerd) words them, lower case: the docker CLI picks its exit
+    code (126 "permission denied"/"is a directory", 127 "no such file or directory") from them."""
+    for n in (errno.EACCES, errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ENOEXEC):
+        text = os.strerror(n)
+        msg = msg.replace(text, text.lower())
+    return msg
+
+
+class LifecycleMixin(EngineBase):
+    def start(self, ref: str) -> None:
+        rec = self._get(ref)
+        cid = rec["id"]
+        with self._lock(cid):
+            rec = self._get(cid)
+            st = rec["state"]
+            if st["Status"] == "paused":
+                raise Conflict("cannot start a paused container, try unpause instead")
+            if st["Status"] == "running":
+                raise NotModified("container already started")
+            if cid in self._removing:
+                raise Conflict(f"container {cid} is marked for removal and cannot be started")
+            self.restarter.cancel(cid)
+            failure: EngineError | None = None
+            try:
+                self._start_locked(rec)
+            except EngineError as e:
+                if not rec["host_config"].get("AutoRemove"):
+                    raise
+                failure = e
+        if failure is not None:
+            # Like dockerd: a container that was to be removed when it exits goes when its
+            # start fails too (`docker run --rm` waits for that removal).
+            try:
+                self.remove(cid, force=True, volumes=True)
+            except EngineError:
+                pass
+            raise failure
+        self._emit(rec, "start")
+
+    def _restart_start(self, cid: str) -> None:
+        rec = self.store.get(cid)
+        if rec is None or self._closed:
+            return
+        with self._lock(cid):
+            rec = self.store.get(cid)
+            if rec is None or rec["state"]["Status"] != "restarting" or cid in self._removing:
+                return
+            self.store.update_state(cid, RestartCount=int(rec["state"].get("RestartCount") or 0) + 1)
+            rec = self.store.get(cid)
+            try:
+                self._start_locked(rec)
+            except EngineError:
+                return
+        self._emit(rec, "start")
+
+    def _prepare_locked(self, rec: dict) -> int:
+        """Has the supervisor create the container (its init set up and waiting for start),
+        unless that is done already; returns the init's pid. Raises SupervisorError, or
+        EngineError when the rootfs cannot be mounted."""
+        from ...supervisor.client import SupervisorError
+        cid = rec["id"]
+        pid = self._prepared.get(cid)
+        if pid:
+            return pid
+        self._idle_mounts.pop(cid, None)
+        cfg, hc = rec["config"], rec["host_config"]
+        try:
+            self.images.snapshots.mount(cid)
+        except Exception as e:  # noqa: BLE001
+            raise EngineError(f"failed to mount the rootfs: {e}") from None
+        log_cfg = (hc.get("LogConfig") or {}).get("Config") or {}
+        fields: dict[str, Any] = {
+            "container": cid, "bundle": self._bundle(cid), "tty": bool(cfg.get("Tty")),
+            "stdin": bool(cfg.get("OpenStdin")),
+            "log": {"path": self._log_path(cid), "max_size": log_cfg.get("max-size") or None,
+                    "max_file": int(log_cfg.get("max-file") or 0) or None}}
+        size = hc.get("ConsoleSize")
+        if cfg.get("Tty") and isinstance(size, list) and len(size) == 2 and all(size):
+            fields["console_size"] = size
+        try:
+            try:
+                created = self._call("create", **fields)
+            except SupervisorError as e:
+                if e.code != "conflict":
+                    raise
+                # A leftover of an earlier run: the supervisor's, or (after a supervisor
+                # restart) one only the runtime still knows.
+                self._discard_leftover(cid)
+                created = self._call("create", **fields)
+        except SupervisorError:
+            self._unmount(cid)
+            raise
+        pid = int(created.get("pid") or 0)
+        self._prepared[cid] = pid
+        if _network.mode(hc) == "none":
+            try:
+                _network.loopback_up(pid)
+            except OSError as e:
+                self._prepared.pop(cid, None)
+                self._discard_leftover(cid)
+                self._unmount(cid)
+                raise EngineError(f"failed to set up the container's network: {e}") from None
+        return pid
+
+    def _discard_leftover(self, cid: str) -> None:
+        from ...supervisor.client import SupervisorError
+        self._prepared.pop(cid, None)
+        try:
+            self._call("delete", container=cid)
+        except SupervisorError:
+            pass
+        try:
+            self._runtime().delete(cid, force=True)
+        except Exception:  # noqa: BLE001 - nothing there
+            pass
+
+    def _start_locked(self, rec: dict) -> None:
+        from ...supervisor.client import SupervisorError
+        cid = rec["id"]
+        try:
+            reused = cid in self._prepared
+            pid = self._prepare_locked(rec)
+            try:
+                reply = self._call("start", container=cid)
+            except SupervisorError as e:
+                if not reused or e.code not in ("not_found", "conflict"):
+                    raise
+                # What an attach prepared is gone (the supervisor restarted, the init was
+                # killed): create it again.
+                self._discard_leftover(cid)
+                pid = self._prepare_locked(rec)
+                reply = self._call("start", container=cid)
+        except EngineError:
+            self._prepared.pop(cid, None)
+            raise
+        except SupervisorError as e:
+            self._prepared.pop(cid, None)
+            try:
+                self._call("delete", container=cid)
+            except SupervisorError:
+                pass
+            self._unmount(cid)
+            msg = _go_errors(str(e))
+            low = msg.lower()
+            code = 127 if ("no such file" in low or "not found" in low) else 126 if "permission denied" in low else 128
+            self.store.update_state(cid, Status="exited" if rec["state"].get("StartedAt") != ZERO_TIME else "created",
+                                    ExitCode=code, Error=msg, Pid=0)
+            self._notify()
+            raise EngineError(f"failed to create task for container: {msg}") from None
+        self._prepared.pop(cid, None)
+        self.store.update_state(cid, Status="running", Pid=pid, ExitCode=0, Error="", OOMKilled=False,
+                                StartedAt=reply.get("started_at") or rfc3339(), FinishedAt=ZERO_TIME,
+                                ManuallyStopped=False, Paused=False)
+        self._notify()
+        self._watch(cid)
+
+    def _watch(self, cid: str) -> None:
+        """One thread per running container, blocked in the supervisor's ``wait``."""
+        with self._locks_lock:
+            if cid in self._waiters:
+                return
+            self._waiters.add(cid)
+        threading.Thread(target=self._waiter, args=(cid,), name=f"wait-{cid[:12]}", daemon=True).start()
+
+    def _waiter(self, cid: str) -> None:
+        from ...supervisor.client import Client, SupervisorError
+        try:
+            while not self._closed:
+                try:
+                    reply = Client(self.exec_root).call("wait", container=cid)
+                except SupervisorError as e:
+                    if e.code == "not_found":
+                        reply = self._exit_record(cid) or {"exit_code": 255, "oom_killed": False,
+                                                            "finished_at": rfc3339()}
+                    else:
+                        time.sleep(0.5)
+                        continue
+                break
+            else:
+                return
+        finally:
+            with self._locks_lock:
+                self._waiters.discard(cid)
+        self._on_exit(cid, reply)
+
+    def _on_exit(self, cid: str, reply: dict) -> None:
+        from ...supervisor.client import SupervisorError
+        with self._lock(cid):
+            rec = self.store.get(cid)
+            if rec is None or rec["state"]["Status"] not in ("running", "paused"):
+                return
+            code = int(reply.get("exit_code") or 0)
+            oom = bool(reply.get("oom_killed"))
+            finished = reply.get("finished_at") or rfc3339()
+            auto_remove = bool(rec["host_config"].get("AutoRemove")) and not self._closed
+            if not auto_remove:  # (the removal below deletes it in the supervisor and unmounts)
+                try:
+                    self._call("delete", container=cid)
+                except (SupervisorError, OSError):
+                    pass
+                self._unmount(cid)
+            st = self.store.update_state(cid, Status="exited", Pid=0, ExitCode=code, OOMKilled=oom,
+                                         FinishedAt=finished, Paused=False)
+            rec["state"] = st
+            self._notify()
+        if oom:
+            self._emit(rec, "oom")
+        self._emit(rec, "die", exitCode=str(code))
+        if rec["host_config"].get("AutoRemove") and not self._closed:
+            try:
+                self.remove(cid, force=True, volumes=True, _files_after=True)
+            except EngineError:
+                pass
+            return
+        policy = rec["host_config"].get("RestartPolicy") or {}
+        if cid not in self._removing and not self._closed and _restart.should_restart(policy, st, code):
+            ran = max(0.0, parse_rfc3339(finished) - parse_rfc3339(st.get("StartedAt")))
+            self.store.update_state(cid, Status="restarting")
+            self._notify()
+            self.restarter.schedule(cid, ran)
+
+    # ------------------------------------------------------------------ stop / kill / restart
+    def stop(self, ref: str, timeout: int | None = None, signal: str | int | None = None) -> None:
+        rec = self._get(ref)
+        cid = rec["id"]
+        self.store.update_state(cid, ManuallyStopped=True)
+        if self.restarter.cancel(cid) or rec["state"]["Status"] == "restarting":
+            self.store.update_state(cid, Status="exited")
+            self._notify()
+            return
+        if rec["state"]["Status"] not in ("running", "paused"):
+            raise NotModified("container already stopped")
+        sig = _spec.parse_signal(signal if signal is not None else rec["config"].get("StopSignal"))
+        if timeout is None or timeout == "":
+            timeout = rec["config"].get("StopTimeout", DEFAULT_STOP_TIMEOUT)
+        timeout = int(timeout)
+        if rec["state"]["Status"] == "paused":
+            self._thaw(cid)
+        self._signal(cid, sig)
+        if timeout < 0 or not self._wait_status(cid, ("exited", "created", "dead"), float(timeout)):
+            if timeout >= 0:
+                pass
+            self._signal(cid, _signal.SIGKILL, all_procs=True)
+            if not self._wait_status(cid, ("exited", "created", "dead"), 30.0):
+                raise EngineError(f"container {cid} did not stop after SIGKILL")
+        self._emit(rec, "stop")
+
+    def kill(self, ref: str, signal: str | int | None = None) -> None:
+        rec = self._get(ref)
+        cid = rec["id"]
+        try:
+            sig = _spec.parse_signal(signal or "SIGKILL")
+        except _spec.SpecInputError as e:
+            raise InvalidParameter(str(e)) from None
+        if rec["state"]["Status"] not in ("running", "paused"):
+            raise Conflict(f"Cannot kill container: {ref}: container {cid} is not running")
+        if rec["state"]["Status"] == "paused" and sig == _signal.SIGKILL:
+            self._signal(cid, sig)
+            self._thaw(cid)
+        else:
+            self._signal(cid, sig)
+        self._emit(rec, "kill", signal=str(sig))
+        if sig == _signal.SIGKILL:
+            self._wait_status(cid, ("exited", "created", "dead", "restarting"), 10.0)
+
+    def restart(self, ref: str, timeout: int | None = None, signal: str | int | None = None) -> None:
+        rec = self._get(ref)
+        cid = rec["id"]
+        try:
+            self.stop(cid, timeout, signal)
+        except NotModified:
+            pass
+        self.start(cid)
+        self._emit(self._get(cid), "restart")
+
+    # ------------------------------------------------------------------ pause
+    def _thaw(self, cid: str) -> None:
+        try:
+            self._runtime().resume(cid)
+        except Exception:  # noqa: BLE001
+            pass
+        self.store.update_state(cid, Status="running", Paused=False)
+
+    def pause(self, ref: str) -> None:
+        rec = self._get(ref)
+        cid = rec["id"]
+        with self._lock(cid):
+            st = self._get(cid)["state"]
+            if st["Status"] == "paused":
+                raise Conflict(f"Container {cid} is already paused")
+            if st["Status"] != "running":
+                raise Conflict(f"Container {cid} is not running")
+            try:
+                self._runtime().pause(cid)
+            except Exception as e:  # noqa: BLE001
+                raise EngineError(f"cannot pause container {cid}: {e}") from None
+            self.store.update_state(cid, Status="paused", Paused=True)
+        self._emit(rec, "pause")
+
+    def unpause(self, ref: str) -> None:
+        rec = self._get(ref)
+        cid = rec["id"]
+        with self._lock(cid):
+            if self._get(cid)["state"]["Status"] != "paused":
+                raise Conflict(f"Container {cid} is not paused")
+            try:
+                self._runtime().resume(cid)
+            except Exception as e:  # noqa: BLE001
+                raise EngineError(f"cannot unpause container {cid}: {e}") from None
+            self.store.update_state(cid, Status="running", Paused=False)
+        self._emit(rec, "unpause")
+
+    # ------------------------------------------------------------------ remove / rename
+    def remove(self, ref: str, force: bool = False, volumes: bool = False, _files_after: bool = False) -> None:
+        """Removes the container. With _files_after (an auto-remove), the record goes first and
+        its files (rootfs mount, upper dir, logs) right after the waiters have been told: what
+        `docker run --rm` waits for is the container's removal, the unmount and rm -rf need not
+        hold it up; a daemon killed in between leaves files that reconcile() sweeps."""
+        from ...supervisor.client import SupervisorError
+        rec = self._get(ref)
+        cid = rec["id"]
+        status = rec["state"]["Status"]
+        if status in ("running", "paused", "restarting") and not force:
+            if status == "paused":
+                raise Conflict(f"cannot remove container \"/{rec['name']}\": container is paused and must be "
+                               "unpaused first")
+            raise Conflict(f"cannot remove container \"/{rec['name']}\": container is {status}: stop the "
+                           "container before removing or force remove")
+        with self._locks_lock:
+            if cid in self._removing:
+                raise Conflict(f"removal of container {cid} is already in progress")
+            self._removing.add(cid)
+        try:
+            self.restarter.cancel(cid, forget=True)
+            if status in ("running", "paused"):
+                self.store.update_state(cid, ManuallyStopped=True)
+                if status == "paused":
+                    self._signal(cid, _signal.SIGKILL, all_procs=True)
+                    self._thaw(cid)
+                self._signal(cid, _signal.SIGKILL, all_procs=True)
+                self._wait_status(cid, ("exited", "created", "dead", "restarting"), 10.0)
+            with self._lock(cid):
+                self._prepared.pop(cid, None)
+                if not _files_after:
+                    try:
+                        self._call("delete", container=cid)
+                    except SupervisorError:
+                        pass
+                    try:
+                        self.images.snapshots.remove(cid)
+                    except Exception as e:  # noqa: BLE001
+                        self.store.update_state(cid, Status="dead", Error=str(e))
+                        raise EngineError(f"unable to remove filesystem for {cid}: {e}") from None
+                    remove_tree(self.cdir(cid))
+                for eid in self.store.execs_of(cid):
+                    pass
+                final = self.store.get(cid)
+                if final is not None:
+                    self._final_states[cid] = final["state"]
+                    while len(self._final_states) > 256:
+                        self._final_states.pop(next(iter(self._final_states)))
+                if _files_after:
+                    with self._files_cond:
+                        self._files_pending += 1
+                self.store.delete_container(cid)
+            for m in rec["mounts"]:
+                if m.get("Type") == "volume" and volumes:
+                    v = self.store.volume(m.get("Name") or "")
+                    if v is not None and v["anonymous"]:
+                        try:
+                            self.volumes.remove(v["name"])
+                        except EngineError:
+                            pass
+        finally:
+            with self._locks_lock:
+                self._removing.discard(cid)
+                self._locks.pop(cid, None)
+        self._notify()
+        self._emit(rec, "destroy")
+        if _files_after:
+            try:
+                self._remove_files(cid)
+            finally:
+                with self._files_cond:
+                    self._files_pending -= 1
+                    self._files_cond.notify_all()
+
+    def _remove_files(self, cid: str) -> None:
+        """What is left of a container whose record is gone: its exited init in the supervisor
+        (runtime state, cgroups), the rootfs (unmounted), upper and work dirs, the container
+        directory."""
+        from ...supervisor.client import SupervisorError
+        try:
+            self._call("delete", container=cid)
+        except (SupervisorError, OSError):
+            pass
+        try:
+            self.images.snapshots.remove(cid)
+        except Exception:  # noqa: BLE001 - reconcile() tries again
+            return
+        remove_tree(self.cdir(cid))
+
+    def _sweep_files(self) -> None:
+        """Files of containers that have no record (a daemon killed during a removal)."""
+        known = {r["id"] for r in self.store.all()}
+        try:
+            names = os.listdir(self.containers_dir)
+        except OSError:
+            return
+        for name in names:
+            if len(name) == 64 and name not in known and all(ch in "0123456789abcdef" for ch in name):
+                self._remove_files(name)
+                try:  # (what only the runtime still knows, after a supervisor restart)
+                    self._runtime().delete(name, force=True)
+                except Exception:  # noqa: BLE001 - nothing there
+                    pass
+
+    def rename(self, ref: str, new_name: str) -> None:
+        rec = self._get(ref)
+        new = (new_name or "").lstrip("/")
+        if not new or not _names.valid(new):
+            raise InvalidParameter(f"Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        if new == rec["name"]:
+            raise Conflict(f"Renaming a container with the same name as its current name")
+        try:
+            self.store.rename(rec["id"], new)
+        except NameTaken as e:
+            raise Conflict(f"Conflict. The container name \"/{e.name}\" is already in use by container "
+                           f"\"{e.owner}\". You have to remove (or rename) that container to be able to reuse "
+                           "that name.") from None
+        self._emit(self._get(rec["id"]), "rename", oldName="/" + rec["name"])
+
+    # ------------------------------------------------------------------ wait
+    def wait(self, ref: str, condition: str = "not-running", timeout: float | None = None) -> dict:
+        return self.wait_prepare(ref, condition, timeout)()
+
+    def wait_prepare(self, ref: str, condition: str = "not-running", timeout: float | None = None):
+        """Checks the container and the condition now (NotFound, InvalidParameter) and returns
+        the blocking wait, which counts exits from this moment (the API answers a wait's headers
+        before the client starts the container)."""
+        rec = self._get(ref)
+        condition = condition or "not-running"
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise InvalidParameter(f"invalid condition: \"{condition}\"")
+        return lambda: self._wait(rec, condition, timeout)
+
+    def _wait(self, rec: dict, condition: str, timeout: float | None) -> dict:
+        cid = rec["id"]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        started = rec["state"].get("StartedAt")
+        with self._changed:
+            while True:
+                cur = self.store.get(cid)
+                if cur is None:
+                    # removed: its last state (an auto-remove follows the exit at once)
+                    st = self._final_states.get(cid) or rec["state"]
+                    return {"StatusCode": int(st.get("ExitCode") or 0), "Error": None}
+                st = cur["state"]
+                rec = cur
+                if condition == "not-running" and st["Status"] in ("created", "exited", "dead"):
+                    break
+                if condition == "next-exit" and st["Status"] in ("exited", "dead", "restarting") and \
+                        (st.get("StartedAt") != started or rec["state"]["Status"] != "running") and \
+                        st.get("FinishedAt", ZERO_TIME) != ZERO_TIME and \
+                        parse_rfc3339(st["FinishedAt"]) >= parse_rfc3339(started):
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise EngineError("timed out waiting for the container")
+                self._changed.wait(0.2 if left is None else min(0.2, left))
+        err = {"Message": st["Error"]} if st.get("Error") else None
+        return {"StatusCode": int(st.get("ExitCode") or 0), "Error": err}
+
