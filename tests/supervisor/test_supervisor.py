@@ -114,7 +114,7 @@ def test_log_rotation_max_size_max_file(sv, make_bundle, tmp_path):
 
 
 def test_default_log_cap(sv, make_bundle, tmp_path):
-    from sampan.supervisor.logs import JsonLog
+    from sampan.logs.jsonfile import JsonLog
     j = JsonLog(str(tmp_path / "d.log"))
     assert (j.max_size, j.max_file) == (10 << 20, 3)
     j.close()

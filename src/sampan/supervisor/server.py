@@ -25,7 +25,8 @@ from ..runtime import state as rstate
 from ..runtime.container import CreateOptions, ExecOptions, Runtime
 from ..runtime.errors import BadState, ContainerExists, ContainerNotFound, RuntimeError_
 from ..runtime.fsutil import atomic_write
-from .logs import DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, JsonLog, parse_size, timestamp
+from ..logs.jsonfile import JsonLog, count_option, size_option
+from ..timefmt import rfc3339_ns as timestamp
 
 VERSION = "1"
 CHUNK = 65536
@@ -774,8 +775,8 @@ class Supervisor:
         if log_cfg is not None:
             if not isinstance(log_cfg, dict) or not log_cfg.get("path"):
                 raise OpError("invalid", "log needs a path")
-            log = JsonLog(str(log_cfg["path"]), parse_size(log_cfg.get("max_size"), DEFAULT_MAX_SIZE),
-                          int(log_cfg.get("max_file") or DEFAULT_MAX_FILE))
+            log = JsonLog(str(log_cfg["path"]), size_option(log_cfg.get("max_size")),
+                          count_option(log_cfg.get("max_file")))
         size = self._size(req)
         proc = Proc("container", cid, cid, tty)
         proc.bundle = os.path.abspath(bundle)
