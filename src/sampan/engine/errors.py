@@ -1,23 +1,32 @@
-"""The engine's errors; ``status`` is the HTTP code the API answers with."""
+"""The engine's errors: each is one of the error kinds of ``sampan.errors`` (which gives the
+HTTP status and the CLI's exit code); the names stay for the engine's callers."""
 from __future__ import annotations
 
-
-class EngineError(Exception):
-    status = 500
+from .. import errors
 
 
-class NotFound(EngineError, LookupError):
-    status = 404
+class EngineError(errors.Internal):
+    """A failure of the engine itself (500); the base of the engine's errors."""
+
+    @property
+    def status(self) -> int:
+        """The HTTP status, for callers that read it off the exception (the one mapping is
+        errors.http_status)."""
+        return errors.http_status(self)
 
 
-class Conflict(EngineError):
-    status = 409
+class NotFound(EngineError, errors.NotFound):
+    kind = errors.NOT_FOUND
 
 
-class InvalidParameter(EngineError, ValueError):
-    status = 400
+class Conflict(EngineError, errors.Conflict):
+    kind = errors.CONFLICT
 
 
-class NotModified(EngineError):
+class InvalidParameter(EngineError, errors.Invalid):
+    kind = errors.INVALID
+
+
+class NotModified(EngineError, errors.NotModified):
     """304: start of a running container, stop of a stopped one."""
-    status = 304
+    kind = errors.NOT_MODIFIED

@@ -35,7 +35,7 @@ class CreateMixin(EngineBase):
             name = name.lstrip("/")
         image_ref = body.get("Image") or ""
         if not image_ref:
-            raise InvalidParameter("No image specified" if False else "config cannot be empty in order to create a container")
+            raise InvalidParameter("config cannot be empty in order to create a container")
         try:
             img = self.images.resolve(image_ref)
         except ImageError as e:

@@ -134,7 +134,7 @@ class InspectMixin(EngineBase):
                 if st["Status"] not in values:
                     return False
             elif key == "name":
-                if not any(re.search(v.lstrip("/") if v.startswith("/") and False else v, "/" + rec["name"])
+                if not any(re.search(v, "/" + rec["name"])
                            for v in values):
                     return False
             elif key == "id":

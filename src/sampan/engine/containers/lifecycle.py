@@ -263,8 +263,6 @@ class LifecycleMixin(EngineBase):
             self._thaw(cid)
         self._signal(cid, sig)
         if timeout < 0 or not self._wait_status(cid, ("exited", "created", "dead"), float(timeout)):
-            if timeout >= 0:
-                pass
             self._signal(cid, _signal.SIGKILL, all_procs=True)
             if not self._wait_status(cid, ("exited", "created", "dead"), 30.0):
                 raise EngineError(f"container {cid} did not stop after SIGKILL")
@@ -377,8 +375,6 @@ class LifecycleMixin(EngineBase):
                         self.store.update_state(cid, Status="dead", Error=str(e))
                         raise EngineError(f"unable to remove filesystem for {cid}: {e}") from None
                     remove_tree(self.cdir(cid))
-                for eid in self.store.execs_of(cid):
-                    pass
                 final = self.store.get(cid)
                 if final is not None:
                     self._final_states[cid] = final["state"]
