@@ -1,6 +1,6 @@
 """`sampand`: serve the Docker Engine API on a unix socket.
 
-sampand --root R --exec-root E [--host unix://PATH] [--debug]
+sampand --root R --exec-root E [--host unix://PATH] [--insecure-registry HOST]... [--debug]
 Writes <exec_root>/sampand.pid, reconciles the engine on start, removes its socket on exit.
 """
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _bind(path: str) -> socket.socket:
 async def _serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
-    from .server import API
+    from .app import API
     path = socket_path(args.host, args.exec_root)
     os.makedirs(args.root, exist_ok=True)
     os.makedirs(args.exec_root, exist_ok=True)
@@ -75,7 +75,7 @@ async def _serve(args: argparse.Namespace) -> None:
     engine = await loop.run_in_executor(None, _make_engine, args.root, args.exec_root)
     if engine is not None and hasattr(engine, "reconcile"):
         await loop.run_in_executor(None, engine.reconcile)
-    api = API(engine, args.root, args.exec_root)
+    api = API(engine, args.root, args.exec_root, insecure_registries=args.insecure_registry)
     app = api.app()
     runner = web.AppRunner(app, access_log=logging.getLogger("sampand.access") if args.debug else None,
                            handle_signals=False, shutdown_timeout=2.0)
@@ -107,7 +107,7 @@ async def _serve(args: argparse.Namespace) -> None:
                     os.unlink(pidfile)
         except OSError:
             pass
-        api._stop.set()
+        api.stop_streams()
         try:
             await asyncio.wait_for(runner.cleanup(), 5)
         except (asyncio.TimeoutError, Exception):  # noqa: BLE001
@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=os.environ.get("SAMPAN_ROOT", DEFAULT_ROOT))
     p.add_argument("--exec-root", default=os.environ.get("SAMPAN_EXEC_ROOT", DEFAULT_EXEC_ROOT))
     p.add_argument("-H", "--host", default=None, help="unix://PATH (default <exec-root>/sampan.sock)")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]|CIDR",
+                   help="a registry reached over plain HTTP or unchecked TLS (repeatable; loopback always is)")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     args.root = os.path.abspath(args.root)
