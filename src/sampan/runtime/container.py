@@ -9,6 +9,7 @@ import _socket
 import os
 import time
 
+from .. import timefmt
 from ..oci import runtime_spec
 from . import hooks, state as st
 from .device_rules import with_device_rules
@@ -83,7 +84,7 @@ class Runtime:
         state_dir = st.reserve(self.root, container_id)
         record: dict[str, Any] = {
             "id": container_id, "pid": 0, "pid_start": None, "bundle": bundle, "rootfs": rootfs,
-            "created": st.now_rfc3339(), "ociVersion": spec.get("ociVersion"),
+            "created": timefmt.rfc3339_ns(), "ociVersion": spec.get("ociVersion"),
             "annotations": spec.get("annotations") or {}, "config": spec, "cgroup": None,
         }
         listener = console = None

@@ -1,20 +1,25 @@
-"""Errors the runtime reports to its callers with a one-line message."""
+"""Errors the runtime reports to its callers with a one-line message, each of a kind of
+sampan.errors (what the supervisor, the engine and the API map to codes and statuses)."""
+from .. import errors
 
 
-class RuntimeError_(Exception):
-    """A failure the user caused or can act on; str() is the one-line message."""
+class RuntimeError_(errors.Error):
+    """A failure the user caused or can act on (bad input, a request the runtime cannot
+    honour); str() is the one-line message."""
+    kind = errors.INVALID
 
 
-class ContainerNotFound(RuntimeError_):
+class ContainerNotFound(errors.NotFound, RuntimeError_):
     pass
 
 
-class ContainerExists(RuntimeError_):
+class ContainerExists(errors.Conflict, RuntimeError_):
     pass
 
 
-class BadState(RuntimeError_):
-    pass
+class BadState(errors.Conflict, RuntimeError_):
+    """The container's state does not allow the operation (start of a stopped one, delete of
+    a running one without force)."""
 
 
 def describe(exc: BaseException) -> str:

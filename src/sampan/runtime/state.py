@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import os
-import time
 
-from .. import fastjson
-
-from .errors import BadState, ContainerExists, ContainerNotFound
+from .. import fastjson, paths
+from .errors import ContainerExists, ContainerNotFound, RuntimeError_
 from .fsutil import atomic_write
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-DEFAULT_ROOT = "/run/sampan-runc"
+DEFAULT_ROOT = paths.RUNTIME_ROOT
 STATE_FILE = "state.json"
 EXEC_SOCKET = "exec.sock"
 _ID_PUNCTUATION = set("_+-.")
@@ -21,9 +19,9 @@ _ID_PUNCTUATION = set("_+-.")
 
 def check_id(container_id: str) -> None:
     if not container_id:
-        raise BadState("container id cannot be empty")
+        raise RuntimeError_("container id cannot be empty")
     if not all(ch.isalnum() or ch in _ID_PUNCTUATION for ch in container_id) or not container_id.isascii() or container_id in (".", "..") or len(container_id) > 1024:
-        raise BadState(f"invalid container id format: {container_id}")
+        raise RuntimeError_(f"invalid container id format: {container_id}")
 
 
 def container_dir(root: str, container_id: str) -> str:
@@ -119,7 +117,3 @@ def oci_state(root: str, state: dict[str, Any]) -> dict[str, Any]:
         **({"annotations": state["annotations"]} if state.get("annotations") else {}),
     }
 
-
-def now_rfc3339() -> str:
-    t = time.time_ns()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t // 1_000_000_000)) + f".{t % 1_000_000_000:09d}Z"
