@@ -90,13 +90,40 @@ def test_start_of_a_stopped_container_fails(rt, bundle):
     assert "stopped" in r.err
 
 
-def test_delete_of_a_running_container_needs_force(rt, bundle):
-    cid, pid = rt.started(bundle.args("sleep", "100"))
+def test_delete_of_a_running_container_needs_force(rt, bundle, util):
+    cid, pid = rt.started(bundle.sh("i=0; while true; do i=$((i+1)); echo $i > /tick; sleep 0.05; done"))
     r = rt.delete(cid, check=False)
     assert r.returncode == 1
-    assert "not stopped" in r.err and "running" in r.err
+    assert f"cannot delete container {cid} that is not stopped: running" in r.err
     assert rt.status(cid) == "running"
-    assert os.path.exists(f"/proc/{pid}")
+    assert os.path.exists(f"/proc/{pid}") and _proc_state(pid) != "Z"
+    # Untouched: it goes on running, and takes execs and signals.
+    tick = bundle.rootfs / "tick"
+    first = util.wait_until(lambda: tick.exists() and tick.read_text().strip(), what="the first tick")
+    util.wait_until(lambda: tick.read_text().strip() not in ("", first), what="the container to go on")
+    assert rt.exec(cid, "true").returncode == 0
+    rt.kill(cid, "KILL")
+    rt.wait_status(cid, "stopped")
+    rt.delete(cid)
+
+
+def test_delete_of_a_paused_container_needs_force(rt, bundle):
+    cid, pid = rt.started(bundle.args("sleep", "100"))
+    rt("pause", cid).ok()
+    r = rt.delete(cid, check=False)
+    assert r.returncode == 1
+    assert f"cannot delete container {cid} that is not stopped: paused" in r.err
+    assert rt.status(cid) == "paused"
+    rt("resume", cid).ok()
+    assert rt.status(cid) == "running" and _proc_state(pid) != "Z"
+
+
+def test_delete_takes_exactly_one_id(rt, bundle):
+    cid, _ = rt.started(bundle.args("sleep", "100"))
+    for args in ((), (cid, "other")):
+        r = rt("delete", *args)
+        assert r.returncode == 1 and 'delete' in r.err and 'requires exactly 1 argument(s)' in r.err
+    assert rt.status(cid) == "running"
 
 
 def test_delete_force_of_a_running_container(rt, bundle, util):

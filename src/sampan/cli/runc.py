@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from .. import fastjson
+from .. import fastjson, paths
 from .flags import Flag, Parsed, UsageError, parse
 
 TYPE_CHECKING = False
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 VERSION = "0.1.0"
 
 GLOBAL_FLAGS = [
-    Flag(("root",), "str", "/run/sampan-runc"), Flag(("log",), "str", ""), Flag(("log-format",), "str", "text"),
+    Flag(("root",), "str", paths.RUNTIME_ROOT), Flag(("log",), "str", ""), Flag(("log-format",), "str", "text"),
     Flag(("debug",)), Flag(("systemd-cgroup",)), Flag(("criu",), "str", ""), Flag(("rootless",), "str", "auto"),
     Flag(("help", "h")), Flag(("version", "v")),
 ]
@@ -29,7 +29,8 @@ class Log:
         self.json = fmt == "json"
 
     def write(self, level: str, message: str) -> None:
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        from ..timefmt import rfc3339_seconds
+        now = rfc3339_seconds(time.time())
         if self.path:
             line = fastjson.dumps({"level": level, "msg": message, "time": now}) if self.json else \
                 f'time="{now}" level={level} msg={fastjson.dumps(message)}'
@@ -121,10 +122,7 @@ def cmd_kill(rt: Any, argv: list[str]) -> int:
 
 def cmd_delete(rt: Any, argv: list[str]) -> int:
     p = parse(argv, [Flag(("force", "f"))])
-    if not p.args:
-        raise UsageError('"delete" requires a minimum of 1 argument')
-    for cid in p.args:
-        rt.delete(cid, force=bool(p["force"]))
+    rt.delete(_one_id(p, "delete"), force=bool(p["force"]))
     return 0
 
 
@@ -245,6 +243,10 @@ def _exec_process(rt: Any, cid: str, p: Parsed) -> dict[str, Any]:
         proc["capabilities"] = caps
     if p["no-new-privs"]:
         proc["noNewPrivileges"] = True
+    if p["apparmor"]:
+        proc["apparmorProfile"] = p["apparmor"]
+    if p["process-label"]:
+        proc["selinuxLabel"] = p["process-label"]
     return proc
 
 
@@ -288,18 +290,18 @@ def cmd_update(rt: Any, argv: list[str]) -> int:
     for name, (section, key) in _UPDATE_FLAGS.items():
         raw = str(p[name])
         if raw:
-            resources.setdefault(section, {})[key] = raw if key in ("cpus", "mems") else _size(raw)
+            resources.setdefault(section, {})[key] = raw if key in ("cpus", "mems") else _update_value(section, raw)
     rt.update(cid, resources)
     return 0
 
 
-def _size(raw: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    text = raw.strip().lower().removesuffix("b")
+def _update_value(section: str, raw: str) -> int:
+    """As runc update: memory sizes in go-units ("64m"), -1 for unlimited; other values plain integers."""
     try:
-        if text and text[-1] in units:
-            return int(float(text[:-1]) * units[text[-1]])
-        return int(text)
+        if section == "memory" and raw.strip() != "-1":
+            from ..units import parse_size
+            return parse_size(raw)
+        return int(raw)
     except ValueError:
         raise UsageError(f"invalid value {raw!r}") from None
 
