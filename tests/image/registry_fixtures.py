@@ -446,7 +446,9 @@ def skopeo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 class FakeRegistry:
     """Serves `manifests[(name, ref)] = (bytes, media type)` and `blobs[digest] = bytes`;
     `fail[path] = [status, ...]` answers the next requests to a path with those statuses,
-    `patch_fail[n] = status` the n-th PATCH (dropping its data)."""
+    `patch_fail[n] = status` the n-th PATCH (dropping its data), `cut[digest] = n` sends only
+    the first n bytes of the next GET of that blob and drops the connection. Blob GETs honour
+    `Range: bytes=N-` (206)."""
 
     def __init__(self) -> None:
         self.manifests: dict[tuple[str, str], tuple[bytes, str]] = {}
@@ -456,6 +458,7 @@ class FakeRegistry:
         self.uploads: dict[str, bytearray] = {}
         self.patches = 0
         self.patch_fail: dict[int, int] = {}     # n-th PATCH -> status to answer instead
+        self.cut: dict[str, int] = {}            # blob digest -> bytes sent before the connection drops
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -527,7 +530,25 @@ class FakeRegistry:
                     digest = parts[-1]
                     if digest not in fake.blobs:
                         return self._send(404, b'{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}')
-                    return self._send(200, fake.blobs[digest], {"Content-Type": "application/octet-stream"})
+                    data, status, headers = fake.blobs[digest], 200, {"Content-Type": "application/octet-stream"}
+                    rng = self.headers.get("Range", "")
+                    if rng.startswith("bytes=") and rng.endswith("-"):
+                        start = int(rng[6:-1])
+                        data, status = data[start:], 206
+                        headers["Content-Range"] = f"bytes {start}-{len(fake.blobs[digest]) - 1}/{len(fake.blobs[digest])}"
+                    if digest in fake.cut and self.command == "GET":
+                        n = fake.cut.pop(digest)
+                        self.send_response(status)
+                        for k, v in headers.items():
+                            self.send_header(k, v)
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data[:n])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                    return self._send(status, data, headers)
                 return self._send(404)
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _handle

@@ -15,10 +15,12 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Callable
 
+from ..oci import mediatypes
+from ..timefmt import rfc3339_seconds
 from . import layers as _layers
 from . import platform as _platform
 from . import reference as _ref
@@ -31,12 +33,11 @@ BUSYBOX_BIN = "/bin/busybox"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-MEDIA_GZIP_LAYER = _layers.MEDIA_TYPE_GZIP
 _GZIP_LEVEL = 1        # ISA-L's fastest that still compresses well: the layer is made once
 
 
 class BootstrapError(ImageError):
-    status = 500
+    """debootstrap or the host's busybox failed (an internal error of the host)."""
 
 
 @dataclass
@@ -81,10 +82,6 @@ def _layer_from_dir(store: ImageStore, directory: str, lease: str) -> tuple[str,
     return digest, str(diff_id)
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _image(store: ImageStore, digest: str, diff_id: str, *, created: str, created_by: str, cmd: list[str],
            tags: list[str]) -> Bootstrapped:
     plat = _platform.host()
@@ -96,8 +93,8 @@ def _image(store: ImageStore, digest: str, diff_id: str, *, created: str, create
     if plat.variant:
         config["variant"] = plat.variant
     config_bytes = json.dumps(config, separators=(",", ":")).encode()
-    manifest = make_manifest(config_bytes, [(digest, MEDIA_GZIP_LAYER, store.content.size(digest))])
-    image_id = store.add_image(manifest, config_bytes, [(digest, MEDIA_GZIP_LAYER)])
+    manifest = make_manifest(config_bytes, [(digest, mediatypes.OCI_LAYER_GZIP, store.content.size(digest))])
+    image_id = store.add_image(manifest, config_bytes, [(digest, mediatypes.OCI_LAYER_GZIP)])
     shown = []
     for tag in tags:
         ref = _ref.parse(tag)
@@ -191,7 +188,7 @@ def bootstrap_busybox(store: ImageStore, tags: list[str] | None = None) -> Boots
         version = _package_version("busybox-static")
         with store.lease() as lease:
             digest, diff_id = _layer_from_dir(store, rootfs, lease)
-            return _image(store, digest, diff_id, created=_iso(epoch),
+            return _image(store, digest, diff_id, created=rfc3339_seconds(epoch),
                           created_by=f"sampan image bootstrap busybox (busybox-static {version or 'unknown'})",
                           cmd=["sh"], tags=tags or ["busybox:latest"])
     finally:
@@ -220,7 +217,7 @@ def _cached(store: ImageStore, name: str, lease: str) -> tuple[str, str, str] | 
     store.meta.add_to_lease(lease, blobs=[digest], layers=[diff_id])
     if not store.content.has(digest):
         try:
-            store.import_layer(blob_path, MEDIA_GZIP_LAYER, expected_digest=digest, expected_diff_id=diff_id,
+            store.import_layer(blob_path, mediatypes.OCI_LAYER_GZIP, expected_digest=digest, expected_diff_id=diff_id,
                                lease=lease)
         except ImageError:
             return None     # a damaged cache: make it again
@@ -290,7 +287,7 @@ def bootstrap_debian(store: ImageStore, tags: list[str] | None = None, *, suite:
         try:
             rootfs = os.path.join(work, "rootfs")
             debian_rootfs(rootfs, suite, mirror, log)
-            created = _iso(datetime.now(timezone.utc).timestamp())
+            created = rfc3339_seconds(time.time())
             digest, diff_id = _layer_from_dir(store, rootfs, lease)
         finally:
             _remove_workdir(work)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import shlex
 
+from .. import errors
+
 ALLOWED = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR")
 
 
-class ChangeError(ValueError):
-    pass
+class ChangeError(errors.Invalid):
+    """A change line that is not one of ALLOWED, or malformed."""
 
 
 def _json_or_shell(rest: str) -> list[str]:

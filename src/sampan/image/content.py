@@ -18,15 +18,17 @@ import secrets
 import time
 from typing import BinaryIO, Iterator
 
+from .. import errors
+
 _DIGEST_RE = re.compile(r"^(sha256):([a-f0-9]{64})$|^(sha512):([a-f0-9]{128})$")
 _CHUNK = 1 << 20
 
 
-class DigestMismatch(ValueError):
+class DigestMismatch(errors.Invalid):
     """A blob's content does not match the digest or size it was announced with."""
 
 
-class BlobNotFound(FileNotFoundError):
+class BlobNotFound(FileNotFoundError, errors.NotFound):
     """The content store has no blob with this digest."""
 
     def __init__(self, digest: str) -> None:

@@ -28,6 +28,7 @@ import threading
 import zlib
 from typing import Any, BinaryIO, Callable, Iterator
 
+from .. import errors
 from ..runtime.fsutil import remove_tree
 
 try:  # ISA-L inflates gzip more than twice as fast as zlib (and releases the GIL too)
@@ -57,7 +58,7 @@ _OUT_CHUNK = 1 << 20      # most uncompressed bytes produced per decompressor ca
 _BLOCK = 512
 
 
-class LayerError(ValueError):
+class LayerError(errors.Invalid):
     """A layer cannot be applied: corrupt, truncated, wrong digest, or unsafe. One line."""
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from .. import errors
+
 _ARCH_ALIASES = {
     "x86_64": "amd64", "x86-64": "amd64", "amd64": "amd64",
     "i386": "386", "i486": "386", "i586": "386", "i686": "386", "386": "386",
@@ -25,8 +27,8 @@ _ARCH_VARIANT_FROM_NAME = {"armv7l": "v7", "armv7": "v7", "armv6l": "v6", "armv6
 _OS_ALIASES = {"macos": "darwin", "osx": "darwin"}
 
 
-class PlatformError(ValueError):
-    pass
+class PlatformError(errors.Invalid):
+    """An unknown platform, or none of a list's entries matches."""
 
 
 class Platform:

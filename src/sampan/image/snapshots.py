@@ -25,6 +25,7 @@ import struct
 import threading
 from dataclasses import dataclass, field
 
+from .. import errors
 from ..linux.mount import MNT_DETACH, mount as _mount, umount as _umount
 from ..runtime.fsutil import remove_tree
 from . import layers as _layers
@@ -39,7 +40,7 @@ _overlay_checked: dict[str, bool] = {}
 _overlay_check_lock = threading.Lock()
 
 
-class SnapshotError(RuntimeError):
+class SnapshotError(errors.Internal, RuntimeError):
     """A snapshot cannot be made, mounted or removed (one-line message)."""
 
 

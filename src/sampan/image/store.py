@@ -14,9 +14,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
 
+from .. import errors
+from ..oci import mediatypes
+from ..timefmt import ZERO_TIME, parse_rfc3339, rfc3339
 from . import gc as _gc
 from . import reference as _ref
 from .content import BlobNotFound, ContentStore, digest_of
@@ -24,36 +26,37 @@ from .layers import LayerError
 from .metadata import Metadata
 from .snapshots import MountSpec, SnapshotError, Snapshotter
 
-MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-
 _HEX_PREFIX = re.compile(r"^[a-f0-9]{1,64}$")
 _FULL_ID = re.compile(r"^sha256:[a-f0-9]{64}$")
 
 
-class ImageError(Exception):
-    """Base of the store's errors; ``status`` is the HTTP code the API should answer."""
-    status = 500
+class ImageError(errors.Error):
+    """Base of the store's errors; each carries its kind (sampan.errors)."""
+
+    @property
+    def status(self) -> int:
+        """The HTTP status of the kind (engine/containers/create.py still reads it)."""
+        return errors.http_status(self)
 
 
-class InvalidImage(ImageError):
-    status = 400
+class InvalidImage(ImageError, errors.Invalid):
+    pass
 
 
-class MissingBlob(ImageError):
-    status = 400
+class MissingBlob(ImageError, errors.Invalid):
+    pass
 
 
-class ImageNotFound(ImageError, LookupError):
-    status = 404
+class ImageNotFound(ImageError, errors.NotFound):
+    pass
 
 
-class AmbiguousImage(ImageError):
-    status = 400
+class AmbiguousImage(ImageError, errors.Invalid):
+    pass
 
 
-class Conflict(ImageError):
-    status = 409
+class Conflict(ImageError, errors.Conflict):
+    pass
 
 
 @dataclass
@@ -102,25 +105,8 @@ class Image:
 
 
 def _parse_time(value: str) -> int:
-    """RFC 3339 (with nanoseconds) -> unix seconds; 0 when absent or unreadable."""
-    if not value:
-        return 0
-    v = value.strip()
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", v)
-    if not m:
-        return 0
-    tz = m.group(3) or "Z"
-    tz = "+00:00" if tz == "Z" else tz
-    try:
-        return int(datetime.fromisoformat(m.group(1) + tz).timestamp())
-    except ValueError:
-        return 0
-
-
-def _iso(ts: float | None) -> str:
-    if not ts:
-        return "0001-01-01T00:00:00Z"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 -> whole unix seconds (api/ imports this name: it moves to timefmt there)."""
+    return int(parse_rfc3339(value))
 
 
 class ImageStore:
@@ -185,7 +171,7 @@ class ImageStore:
             named = [m.get("digest") if isinstance(m, dict) else None for m in mlayers]
             if named != [d for d, _ in layers]:
                 raise InvalidImage("manifest layers do not match the layers given")
-        media_type = manifest.get("mediaType") or MEDIA_OCI_MANIFEST
+        media_type = manifest.get("mediaType") or mediatypes.OCI_MANIFEST
         rootfs = config.get("rootfs")
         diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
         if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
@@ -219,7 +205,7 @@ class ImageStore:
         self.meta.delete_lease(lease)
         return image_id
 
-    def import_layer(self, src: object, media_type: str = "application/vnd.oci.image.layer.v1.tar", *,
+    def import_layer(self, src: object, media_type: str = mediatypes.OCI_LAYER, *,
                      expected_digest: str | None = None, expected_diff_id: str | None = None,
                      lease: str | None = None, on_read: Callable[[int], None] | None = None) -> tuple[str, str]:
         """Store a layer blob and unpack it in ONE pass over ``src`` (a stream or a path):
@@ -431,7 +417,7 @@ class ImageStore:
             "Size": img.size,
             "GraphDriver": {"Name": "overlay2" if self.snapshots.kind == "overlay" else "vfs", "Data": None},
             "RootFS": {"Type": "layers", "Layers": img.diff_ids},
-            "Metadata": {"LastTagTime": _iso(img.last_tag_time)},
+            "Metadata": {"LastTagTime": rfc3339(img.last_tag_time) if img.last_tag_time else ZERO_TIME},
             "Descriptor": {"mediaType": img.manifest_media_type, "digest": img.manifest_digest,
                            "size": self.content.size(img.manifest_digest)
                            if self.content.has(img.manifest_digest) else 0},
