@@ -26,8 +26,9 @@ def _add_busybox():
 
 
 class Daemon:
-    def __init__(self, root: str, exec_root: str) -> None:
+    def __init__(self, root: str, exec_root: str, args: tuple[str, ...] = ()) -> None:
         self.root, self.exec_root = root, exec_root
+        self.args = args  # more sampand options
         self.sock = os.path.join(exec_root, "sampan.sock")
         self.host = "unix://" + self.sock
         self.proc: subprocess.Popen | None = None
@@ -39,8 +40,8 @@ class Daemon:
 
     def start(self) -> None:
         log = open(os.path.join(self.exec_root, "sampand.log"), "ab")
-        self.proc = subprocess.Popen([PY, "-m", "sampan.api", "--root", self.root, "--exec-root", self.exec_root],
-                                     stdout=log, stderr=log, start_new_session=True)
+        self.proc = subprocess.Popen([PY, "-m", "sampan.api", "--root", self.root, "--exec-root", self.exec_root,
+                                      *self.args], stdout=log, stderr=log, start_new_session=True)
         log.close()
         from sampan.cli.client import Client
         c = Client(self.sock)
@@ -91,8 +92,8 @@ class Daemon:
         return subprocess.run([DOCKER, *args], env=self.env, input=input, capture_output=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
+def start_daemon(tmp_path_factory, args: tuple[str, ...] = ()) -> Daemon:
+    """A sampand on new roots with busybox in its store; end it with stop_daemon."""
     root = str(tmp_path_factory.mktemp("sampand") / "root")
     exec_root = f"/run/sampan-apitest-{os.getpid()}-{time.monotonic_ns()}"
     os.makedirs(exec_root)
@@ -100,20 +101,30 @@ def daemon(tmp_path_factory):
     store = ImageStore(root)
     _add_busybox()(store)
     store.close()
-    d = Daemon(root, exec_root)
+    d = Daemon(root, exec_root, args)
     d.start()
-    yield d
+    return d
+
+
+def stop_daemon(d: Daemon) -> None:
     _remove_all(d)
     d.kill()
     try:
-        pid = int(open(os.path.join(exec_root, "supervisor.pid")).read())
+        pid = int(open(os.path.join(d.exec_root, "supervisor.pid")).read())
         os.kill(pid, signal.SIGTERM)
         for _ in range(200):
             os.kill(pid, 0)
             time.sleep(0.025)
     except (OSError, ValueError):
         pass
-    shutil.rmtree(exec_root, ignore_errors=True)
+    shutil.rmtree(d.exec_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    d = start_daemon(tmp_path_factory)
+    yield d
+    stop_daemon(d)
 
 
 def _remove_all(d: Daemon) -> list[str]:

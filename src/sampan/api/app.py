@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import platform
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -25,6 +24,9 @@ from .routes.system import SystemRoutes
 from .routes.volumes import VolumeRoutes
 from .status import message_of, status_of
 from .workers import Workers
+
+if TYPE_CHECKING:
+    from ..engine.containers import Engine
 
 log = logging.getLogger("sampand")
 
@@ -67,6 +69,8 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     except asyncio.CancelledError:
         raise
     except Exception as e:  # noqa: BLE001 - every failure is a JSON error
+        if request.writer.output_size:
+            raise  # the answer has begun: aiohttp drops the connection (a truncated body shows)
         status = status_of(e)
         if status >= 500:
             log.exception("%s %s", request.method, request.path)
@@ -82,13 +86,13 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
 class API:
     """The routes bound to an engine (and its image store), and the threads they run on."""
 
-    def __init__(self, engine: Any, root: str, exec_root: str, insecure_registries: list[str] | None = None) -> None:
+    def __init__(self, engine: Engine, root: str, exec_root: str, insecure_registries: list[str] | None = None) -> None:
+        # (root and exec_root are the engine's: the routes need neither)
         self.workers = Workers()
-        scratch = os.path.join(root, "tmp")
-        images = ImageService(engine.images, list(insecure_registries or ()))
-        self.resources = [SystemRoutes(engine, images, self.workers), ContainerRoutes(engine, self.workers, scratch),
+        images = ImageService(engine.images, engine.events.emit, list(insecure_registries or ()))
+        self.resources = [SystemRoutes(engine, images, self.workers), ContainerRoutes(engine, self.workers),
                           ExecRoutes(engine, self.workers), VolumeRoutes(engine, self.workers),
-                          ImageRoutes(images, self.workers, scratch)]
+                          ImageRoutes(images, self.workers)]
 
     def routes(self) -> list[Route]:
         return [route for resource in self.resources for route in resource.routes()]

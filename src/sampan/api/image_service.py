@@ -1,13 +1,19 @@
 """The images behind the image routes: the engine's image store (so in-use checks and locks
-are the engine's) and the image package's transfers on it, with Docker's result shapes."""
+are the engine's) and the image package's transfers on it, with Docker's result shapes, its
+progress messages, and its image events (pull, push, tag, untag, delete, load, import, save)."""
 from __future__ import annotations
 
 import fnmatch
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
-from ..image import archive, distribution
+from .. import errors
+from ..image import archive, reference, registry
 from ..image.store import ImageStore, _parse_time
-from .backend import ProgressMessage
+from .backend import Credentials, Emit
+from .progress import message
+
+# emit_event(type, action, actor id, attributes): the engine's event log.
+EventSink = Callable[[str, str, str, dict[str, str]], object]
 
 
 def _label_matches(labels: dict, wanted: str) -> bool:
@@ -15,11 +21,65 @@ def _label_matches(labels: dict, wanted: str) -> bool:
     return key in labels and (not eq or labels[key] == value)
 
 
+def _short(digest: str) -> str:
+    return digest.split(":", 1)[-1][:12]
+
+
+class _PullMessages:
+    """A pull's layer events as the messages dockerd streams for them."""
+
+    def __init__(self, ref: reference.Reference, emit: Emit) -> None:
+        self.ref, self.emit = ref, emit
+        self.begun = False
+
+    def begin(self) -> None:
+        """``latest: Pulling from library/busybox``: once the manifest is resolved."""
+        if not self.begun:
+            self.begun = True
+            self.emit(message(f"Pulling from {self.ref.path}", self.ref.tag or self.ref.digest or "latest"))
+
+    def __call__(self, event: str, digest: str, done: int, total: int) -> None:
+        self.begin()
+        layer = _short(digest)
+        if event == "exists":
+            self.emit(message("Already exists", layer))
+        elif event == "start":
+            self.emit(message("Pulling fs layer", layer))
+        elif event == "progress":
+            self.emit(message("Downloading", layer, done, total))
+        elif event == "done":
+            self.emit(message("Download complete", layer))
+            self.emit(message("Pull complete", layer))
+
+
+class _PushMessages:
+    """A push's blob events as dockerd's messages (the config blob is not shown)."""
+
+    def __init__(self, config_digest: str, emit: Emit) -> None:
+        self.config_digest, self.emit = config_digest, emit
+
+    def __call__(self, event: str, digest: str, done: int, total: int) -> None:
+        if digest == self.config_digest or event == "manifest":
+            return
+        layer = _short(digest)
+        if event in ("exists", "mounted"):
+            self.emit(message("Layer already exists", layer))
+        elif event in ("start", "progress"):
+            self.emit(message("Pushing", layer, done, total))
+        elif event == "done":
+            self.emit(message("Pushed", layer))
+
+
 class ImageService:
-    def __init__(self, store: ImageStore, insecure_registries: list[str]) -> None:
+    def __init__(self, store: ImageStore, emit_event: EventSink, insecure_registries: list[str]) -> None:
         self.store = store
+        self.emit_event = emit_event
         self.insecure_registries = insecure_registries
 
+    def _event(self, action: str, actor: str, name: str) -> None:
+        self.emit_event("image", action, actor, {"name": name})
+
+    # ------------------------------------------------------------------ the store
     def summaries(self, all: bool = False, filters: dict[str, list[str]] | None = None) -> list[dict]:
         """``GET /images/json``: newest first; intermediate images only with ``all``."""
         filters = filters or {}
@@ -50,44 +110,109 @@ class ImageService:
     def history(self, name: str) -> list[dict]:
         return self.store.history(name)
 
-    def tag(self, name: str, reference: str) -> None:
-        self.store.tag(self.store.resolve(name).id, reference)
+    def tag(self, name: str, ref: str) -> None:
+        image_id = self.store.resolve(name).id
+        self.store.tag(image_id, ref)
+        self._event("tag", image_id, reference.familiar(ref))
+
+    def _removal_events(self, records: list[dict]) -> None:
+        for record in records:
+            if "Untagged" in record:
+                self._event("untag", record["Untagged"], record["Untagged"])
+            else:
+                self._event("delete", record["Deleted"], record["Deleted"])
 
     def remove(self, name: str, force: bool = False, prune: bool = True) -> list[dict]:
-        return self.store.remove(name, force, prune)
+        records = self.store.remove(name, force, prune)
+        self._removal_events(records)
+        return records
 
     def prune(self, dangling_only: bool = True) -> dict:
-        return self.store.prune(dangling_only)
+        result = self.store.prune(dangling_only)
+        self._removal_events(result.get("ImagesDeleted") or [])
+        return result
 
+    # ------------------------------------------------------------------ archives
     def check_names(self, names: list[str]) -> None:
         for name in names:
             self.store.resolve(name)
 
-    def load(self, src: BinaryIO, progress: ProgressMessage | None) -> list[str]:
-        """``docker load``: the lines dockerd streams for what was loaded."""
-        lines = []
-        for item in archive.load(self.store, src):
+    def load(self, src: BinaryIO, emit: Emit, progress: bool) -> None:
+        """``docker load``: the ``stream`` lines dockerd sends for what was loaded, and with
+        ``progress`` a "Loading layer" message per layer as it is read."""
+        def on_layer(event: str, key: str, done: int, total: int) -> None:
+            if event in ("start", "progress", "done"):
+                emit(message("Loading layer", key, done, total))
+
+        for item in archive.load(self.store, src, progress=on_layer if progress else None):
             for tag, old in item.replaced:
-                lines.append(f"The image {tag} already exists, renaming the old one with ID {old} to empty string")
-            lines.extend(f"Loaded image: {tag}" for tag in item.tags)
+                emit({"stream": f"The image {tag} already exists, renaming the old one with ID {old} "
+                                "to empty string\n"})
+            for tag in item.tags:
+                emit({"stream": f"Loaded image: {tag}\n"})
+                self._event("load", item.id, tag)
             if not item.tags:
-                lines.append(f"Loaded image ID: {item.id}")
-        return lines
+                emit({"stream": f"Loaded image ID: {item.id}\n"})
+                self._event("load", item.id, item.id)
 
     def save(self, names: list[str], out: BinaryIO) -> None:
         archive.save(self.store, names, out)
+        for name in names:
+            self._event("save", name, name)
 
-    def pull(self, reference: str, progress: ProgressMessage) -> None:
-        def on(event: str, digest: str, done: int, total: int) -> None:
-            short = digest.split(":", 1)[-1][:12]
-            if event == "progress":
-                progress({"status": "Downloading", "progressDetail": {"current": done, "total": total}, "id": short})
-            elif event == "exists":
-                progress({"status": "Already exists", "progressDetail": {}, "id": short})
-            elif event == "done":
-                progress({"status": "Pull complete", "progressDetail": {}, "id": short})
+    def import_rootfs(self, src: BinaryIO, ref: str | None, changes: list[str], comment: str,
+                      platform: str | None) -> str:
+        """``docker import``: a root filesystem tar becomes an image; returns its ID."""
+        image_id = archive.import_rootfs(self.store, src, reference=ref, changes=changes, message=comment,
+                                         platform=platform)
+        self._event("import", image_id, reference.familiar(ref) if ref else image_id)
+        return image_id
 
-        res = distribution.pull_image(self.store, reference, progress=on, insecure=self.insecure_registries)
-        progress({"status": f"Digest: {res.digest}"})
-        progress({"status": f"Status: Image is up to date for {res.reference}" if res.up_to_date
-                  else f"Status: Downloaded newer image for {res.reference}"})
+    # ------------------------------------------------------------------ registries
+    def pull(self, name: str, platform: str | None, auth: Credentials | None, emit: Emit) -> None:
+        ref = reference.parse(name)
+        messages = _PullMessages(ref, emit)
+        result = registry.pull(self.store, name, platform=platform, auth=auth, insecure=self.insecure_registries,
+                               progress=messages)
+        messages.begin()
+        emit(message(f"Digest: {result.digest}"))
+        emit(message(f"Status: Image is up to date for {result.reference}" if result.up_to_date
+                     else f"Status: Downloaded newer image for {result.reference}"))
+        self._event("pull", result.reference, ref.familiar_name())
+
+    def push_targets(self, name: str, tag: str | None) -> list[str]:
+        """The references a push uploads: ``name:tag``, or every tag of the repository."""
+        repo = reference.parse(name, default_tag=False).without_tag_or_digest()
+        if tag:
+            targets = [str(repo.with_tag(tag))]
+        else:
+            targets = sorted({str(r) for img in self.store.list() for r in map(reference.parse, img.refs)
+                              if "@" not in str(r) and r.repository == repo.repository})
+        if not targets:
+            raise errors.NotFound(f"An image does not exist locally with the tag: {repo.familiar()}")
+        for target in targets:
+            try:
+                self.store.resolve(target)
+            except LookupError:
+                raise errors.NotFound("An image does not exist locally with the tag: "
+                                      f"{reference.familiar(target)}") from None
+        return targets
+
+    def push(self, targets: list[str], auth: Credentials | None, emit: Emit) -> None:
+        repo = reference.parse(targets[0])
+        emit(message(f"The push refers to repository [{repo.familiar_name()}]"))
+        for target in targets:
+            ref = reference.parse(target)
+            img = self.store.resolve(target)
+            for layer in reversed(img.layers):
+                emit(message("Preparing", _short(layer.digest)))
+            result = registry.push(self.store, target, auth=auth, insecure=self.insecure_registries,
+                                   progress=_PushMessages(img.id, emit))
+            emit(message(f"{ref.tag}: digest: {result.digest} size: {result.size}"))
+            emit({"progressDetail": {}, "aux": {"Tag": ref.tag, "Digest": result.digest, "Size": result.size}})
+            self._event("push", ref.familiar(), ref.familiar_name())
+
+    def login(self, server: str, username: str, password: str) -> dict:
+        registry.check_login(server or "https://index.docker.io/v1/", username, password,
+                             insecure=self.insecure_registries)
+        return {"Status": "Login Succeeded", "IdentityToken": ""}

@@ -4,6 +4,7 @@ Bad input raises ``errors.Invalid``: the app's middleware turns it into Docker's
 """
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -88,3 +89,21 @@ async def read_json_object(request: web.Request) -> dict:
     if not isinstance(body, dict):
         raise errors.Invalid("invalid JSON body: not an object")
     return body
+
+
+def registry_auth(request: web.Request) -> tuple[str, str] | None:
+    """``X-Registry-Auth``: base64url JSON with username and password (or ``auth``, base64 of
+    "user:password"), as the docker CLI and docker-py send it; None when it names no user."""
+    header = request.headers.get("X-Registry-Auth")
+    if not header:
+        return None
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+        if not isinstance(doc, dict):
+            raise ValueError("not an object")
+        user, password = doc.get("username") or "", doc.get("password") or ""
+        if not user and doc.get("auth"):
+            user, _, password = base64.b64decode(doc["auth"]).decode().partition(":")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise errors.Invalid(f"invalid X-Registry-Auth header: {e}") from None
+    return (user, password) if user else None

@@ -4,11 +4,49 @@ events) bridged to ``async for`` with back-pressure and cancellation."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, BinaryIO, Callable, Iterator, TypeVar
 
+from aiohttp import StreamReader, web
+
+T = TypeVar("T")
 _DONE = object()
+_CHUNK = 1 << 20
+_PIPE_BYTES = 1 << 20
+
+
+def _pipe() -> tuple[int, int]:
+    """A pipe between the loop and a worker thread, large enough for a chunk at a time."""
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+    except OSError:
+        pass  # (above /proc/sys/fs/pipe-max-size): the default size works, in smaller steps
+    return read_fd, write_fd
+
+
+class _PipeWriting(asyncio.Protocol):
+    """Flow control for the loop's end of a pipe it writes into."""
+
+    def __init__(self) -> None:
+        self._resumed: asyncio.Future | None = None
+
+    def pause_writing(self) -> None:
+        self._resumed = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._resumed is not None and not self._resumed.done():
+            self._resumed.set_result(None)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.resume_writing()  # the reader is gone: writers stop waiting
+
+    async def drain(self) -> None:
+        if self._resumed is not None:
+            await self._resumed
 
 
 class _Failed:
@@ -86,6 +124,70 @@ class Workers:
             while not queue.empty():
                 queue.get_nowait()
             fut.add_done_callback(lambda f: f.exception())
+
+    async def consume_body(self, body: StreamReader, consume: Callable[[BinaryIO], T]) -> T:
+        """Run ``consume(stream)`` in a thread on a request body as it arrives (through a pipe:
+        no spooling, and a slow consumer slows the client down). A consumer that returns or
+        fails before the end stops the transfer."""
+        loop = asyncio.get_running_loop()
+        read_fd, write_fd = _pipe()
+        reading = open(read_fd, "rb", buffering=_CHUNK)
+
+        def run() -> T:
+            with reading:
+                return consume(reading)
+
+        result = loop.run_in_executor(self.long_pool, run)
+        transport, flow = await loop.connect_write_pipe(_PipeWriting, open(write_fd, "wb", buffering=0))
+
+        async def pump() -> None:
+            try:
+                async for chunk in body.iter_any():
+                    if transport.is_closing():
+                        break  # the consumer is done
+                    transport.write(chunk)
+                    await flow.drain()
+            finally:
+                transport.close()  # end of the stream for the consumer
+
+        pumping = asyncio.ensure_future(pump())
+        try:
+            return await result
+        finally:
+            pumping.cancel()
+            transport.close()
+
+    async def stream_response(self, request: web.Request, content_type: str,
+                              produce: Callable[[BinaryIO], None]) -> web.StreamResponse:
+        """A 200 whose body is what ``produce(out)``, in a thread, writes, sent as it comes
+        (``out`` is a pipe: blobs go into it by sendfile). Raises what ``produce`` raised, or
+        the client's going away (the answer is then cut short)."""
+        resp = web.StreamResponse(status=200)
+        resp.content_type = content_type
+        await resp.prepare(request)
+        loop = asyncio.get_running_loop()
+        read_fd, write_fd = _pipe()
+        writing = open(write_fd, "wb", buffering=0)
+
+        def run() -> None:
+            with writing:
+                produce(writing)
+
+        produced = loop.run_in_executor(self.long_pool, run)
+        reader = asyncio.StreamReader(limit=2 * _CHUNK)
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                                    open(read_fd, "rb", buffering=0))
+        try:
+            while chunk := await reader.read(_CHUNK):
+                await resp.write(chunk)
+        except BaseException:
+            transport.close()  # the producer's next write fails: it stops
+            produced.add_done_callback(lambda f: f.cancelled() or f.exception())
+            raise
+        transport.close()
+        await produced
+        await resp.write_eof()
+        return resp
 
     def close(self) -> None:
         self.stopping.set()

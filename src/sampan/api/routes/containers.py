@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import tempfile
 import threading
 from typing import Iterator
 
@@ -21,7 +19,6 @@ from . import Route
 
 _WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 _STATS_INTERVAL = 1.0
-_CHUNK = 1 << 20
 
 
 def _tail(request: web.Request) -> int | str:
@@ -30,9 +27,8 @@ def _tail(request: web.Request) -> int | str:
 
 
 class ContainerRoutes:
-    def __init__(self, engine: ContainerBackend, workers: Workers, scratch_dir: str) -> None:
+    def __init__(self, engine: ContainerBackend, workers: Workers) -> None:
         self.engine, self.workers = engine, workers
-        self.scratch_dir = scratch_dir  # where an export is spooled before it is sent
 
     def routes(self) -> list[Route]:
         c = "/containers/{id}"
@@ -213,18 +209,9 @@ class ContainerRoutes:
         return hijack.finish(request)
 
     async def export(self, request: web.Request) -> web.StreamResponse:
-        # spooled first: a failure is still an error status, not a truncated 200
-        os.makedirs(self.scratch_dir, exist_ok=True)
-        with tempfile.TemporaryFile(prefix="export-", dir=self.scratch_dir) as spool:
-            await self.workers.run(self.engine.export, request.match_info["id"], spool, long=True)
-            spool.seek(0)
-            resp = web.StreamResponse(status=200)
-            resp.content_type = "application/x-tar"
-            await resp.prepare(request)
-            while chunk := await self.workers.run(spool.read, _CHUNK):
-                await resp.write(chunk)
-            await resp.write_eof()
-            return resp
+        cid = (await self.workers.run(self.engine.inspect, request.match_info["id"]))["Id"]  # else a 404
+        return await self.workers.stream_response(request, "application/x-tar",
+                                                  lambda out: self.engine.export(cid, out))
 
     async def top(self, request: web.Request) -> web.Response:
         return json_response(await self.workers.run(self.engine.top, request.match_info["id"],

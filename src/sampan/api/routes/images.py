@@ -1,41 +1,36 @@
-"""/images/...: list, inspect, history, tag, remove, prune, pull (create), load, save (get)."""
+"""/images/... and /auth: list, inspect, history, tag, remove, prune; pull and import
+(``/images/create``), push, load, save (``/images/get``), and the registry login check."""
 from __future__ import annotations
-
-import asyncio
-import os
-import tempfile
 
 from aiohttp import web
 
 from ... import errors
 from ..backend import ImageBackend
-from ..params import json_line, json_response, query_bool, query_filters
-from ..status import message_of
+from ..params import json_response, query_bool, query_filters, read_json_object, registry_auth
+from ..progress import JSONStream
 from ..workers import Workers
 from . import Route
 
-_CHUNK = 1 << 20
 
-
-def _error_message(exc: BaseException) -> dict:
-    """How a failure after the 200 is reported in a JSON progress stream, as dockerd does."""
-    msg = message_of(exc)
-    return {"errorDetail": {"message": msg}, "error": msg}
+def _with_tag(repo: str, tag: str) -> str:
+    if not tag:
+        return repo
+    return f"{repo}@{tag}" if tag.startswith("sha256:") else f"{repo}:{tag}"
 
 
 class ImageRoutes:
-    def __init__(self, images: ImageBackend, workers: Workers, scratch_dir: str) -> None:
+    def __init__(self, images: ImageBackend, workers: Workers) -> None:
         self.images, self.workers = images, workers
-        self.scratch_dir = scratch_dir  # where archives are spooled
 
     def routes(self) -> list[Route]:
         i = "/images/{name:.+}"
         return [
             ("GET", "/images/json", self.list), ("POST", "/images/create", self.create),
-            ("POST", "/images/load", self.load), ("GET", "/images/get", self.get),
-            ("POST", "/images/prune", self.prune),
+            ("POST", "/images/load", self.load), ("GET", "/images/get", self.save),
+            ("POST", "/images/prune", self.prune), ("POST", "/auth", self.login),
             ("GET", i + "/json", self.inspect), ("GET", i + "/history", self.history),
-            ("GET", i + "/get", self.get), ("POST", i + "/tag", self.tag), ("DELETE", i, self.delete),
+            ("GET", i + "/get", self.save), ("POST", i + "/tag", self.tag), ("POST", i + "/push", self.push),
+            ("DELETE", i, self.delete),
         ]
 
     async def list(self, request: web.Request) -> web.Response:
@@ -52,8 +47,8 @@ class ImageRoutes:
         repo = request.query.get("repo")
         if not repo:
             raise errors.Invalid("repository name must have at least one component")
-        tag = request.query.get("tag")
-        await self.workers.run(self.images.tag, request.match_info["name"], f"{repo}:{tag}" if tag else repo)
+        await self.workers.run(self.images.tag, request.match_info["name"],
+                               _with_tag(repo, request.query.get("tag") or ""))
         return web.Response(status=201)
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -65,61 +60,54 @@ class ImageRoutes:
         return json_response(await self.workers.run(self.images.prune, dangling, long=True))
 
     async def create(self, request: web.Request) -> web.StreamResponse:
-        src = request.query.get("fromImage")
-        if not src:
-            raise errors.Invalid("fromSrc import is not supported; use fromImage")
+        """``fromImage``: pull; ``fromSrc=-``: import the request body as a root filesystem."""
+        platform = request.query.get("platform") or None
         tag = request.query.get("tag") or ""
-        ref = src
-        if tag:
-            ref = f"{src}@{tag}" if tag.startswith("sha256:") else f"{src}:{tag}"
-        resp = web.StreamResponse(status=200)
-        resp.content_type = "application/json"
-        await resp.prepare(request)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
+        if "fromImage" in request.query:
+            name = _with_tag(request.query["fromImage"], tag)
+            auth = registry_auth(request)
+            stream = JSONStream(request)
+            await stream.run(lambda emit: self.workers.run(self.images.pull, name, platform, auth, emit, long=True))
+            return await stream.finish()
+        source = request.query.get("fromSrc")
+        if source is None:
+            raise errors.Invalid("fromImage or fromSrc is required")
+        if source != "-":
+            raise errors.Invalid("fromSrc must be \"-\" (the request body): sampand does not fetch URLs")
+        repo = request.query.get("repo") or ""
+        changes = request.query.getall("changes", [])
+        comment = request.query.get("message") or ""
+        image_id = await self.workers.consume_body(
+            request.content, lambda body: self.images.import_rootfs(body, _with_tag(repo, tag) or None, changes,
+                                                                    comment, platform))
+        # dockerd sends no progress for a body (only for a URL): the ID alone
+        return await JSONStream(request).finish({"status": image_id})
 
-        def progress(msg: dict) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, msg)
-
-        fut = asyncio.ensure_future(self.workers.run(self.images.pull, ref, progress, long=True))
-        fut.add_done_callback(lambda f: queue.put_nowait(None))
-        while (msg := await queue.get()) is not None:
-            await resp.write(json_line(msg))
-        try:
-            fut.result()
-        except Exception as e:  # noqa: BLE001 - the status is sent: the error goes in the stream
-            await resp.write(json_line(_error_message(e)))
-        await resp.write_eof()
-        return resp
+    async def push(self, request: web.Request) -> web.StreamResponse:
+        auth = registry_auth(request)
+        targets = await self.workers.run(self.images.push_targets, request.match_info["name"],
+                                         request.query.get("tag") or None)
+        stream = JSONStream(request)
+        await stream.run(lambda emit: self.workers.run(self.images.push, targets, auth, emit, long=True))
+        return await stream.finish()
 
     async def load(self, request: web.Request) -> web.StreamResponse:
-        os.makedirs(self.scratch_dir, exist_ok=True)
-        with tempfile.TemporaryFile(prefix="load-", dir=self.scratch_dir) as spool:
-            async for chunk in request.content.iter_chunked(_CHUNK):
-                await self.workers.run(spool.write, chunk)
-            spool.seek(0)
-            lines = await self.workers.run(self.images.load, spool, None, long=True)
-        resp = web.StreamResponse(status=200)
-        resp.content_type = "application/json"
-        await resp.prepare(request)
-        for line in lines:
-            await resp.write(json_line({"stream": line + "\n"}))
-        await resp.write_eof()
-        return resp
+        # dockerd answers 200 at once: a bad archive is the stream's error message
+        stream = JSONStream(request, eager=True)
+        progress = not query_bool(request, "quiet")
+        await stream.run(lambda emit: self.workers.consume_body(
+            request.content, lambda body: self.images.load(body, emit, progress)))
+        return await stream.finish()
 
-    async def get(self, request: web.Request) -> web.StreamResponse:
+    async def save(self, request: web.Request) -> web.StreamResponse:
         names = [request.match_info["name"]] if "name" in request.match_info else request.query.getall("names", [])
         if not names:
             raise errors.Invalid("no image names given")
         await self.workers.run(self.images.check_names, names)
-        os.makedirs(self.scratch_dir, exist_ok=True)
-        with tempfile.TemporaryFile(prefix="save-", dir=self.scratch_dir) as spool:
-            await self.workers.run(self.images.save, names, spool, long=True)
-            spool.seek(0)
-            resp = web.StreamResponse(status=200)
-            resp.content_type = "application/x-tar"
-            await resp.prepare(request)
-            while chunk := await self.workers.run(spool.read, _CHUNK):
-                await resp.write(chunk)
-            await resp.write_eof()
-            return resp
+        return await self.workers.stream_response(request, "application/x-tar",
+                                                  lambda out: self.images.save(names, out))
+
+    async def login(self, request: web.Request) -> web.Response:
+        body = await read_json_object(request)
+        return json_response(await self.workers.run(self.images.login, body.get("serveraddress") or "",
+                                                    body.get("username") or "", body.get("password") or ""))
