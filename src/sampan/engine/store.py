@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .. import statedb
 from ..statedb import transaction
@@ -119,12 +119,17 @@ class Store:
             rows = self.conn.execute("SELECT * FROM containers ORDER BY created DESC").fetchall()
         return [self._row(r) for r in rows]
 
-    def update_state(self, cid: str, **changes: Any) -> dict[str, Any]:
+    def update_state(self, cid: str, check: Callable[[dict[str, Any]], None] | None = None,
+                     **changes: Any) -> dict[str, Any]:
+        """Applies changes to the container's state; check(current state), in the same
+        transaction, may refuse them by raising."""
         with self.lock, self.tx() as c:
             row = c.execute("SELECT state FROM containers WHERE id = ?", (cid,)).fetchone()
             if row is None:
                 raise KeyError(cid)
             state = json.loads(row[0])
+            if check is not None:
+                check(state)
             state.update(changes)
             c.execute("UPDATE containers SET state = ? WHERE id = ?", (json.dumps(state), cid))
         return state
@@ -199,14 +204,25 @@ class Store:
         return {"id": row["id"], "container_id": row["container_id"], "config": json.loads(row["config"]),
                 "state": json.loads(row["state"])}
 
-    def update_exec(self, eid: str, **changes: Any) -> None:
+    def update_exec(self, eid: str, only_if: Callable[[dict[str, Any]], bool] | None = None,
+                    **changes: Any) -> None:
+        """Applies changes to the exec's state, unless only_if(current state) says no (in the
+        same transaction)."""
         with self.lock, self.tx() as c:
             row = c.execute("SELECT state FROM execs WHERE id = ?", (eid,)).fetchone()
             if row is None:
                 return
             state = json.loads(row[0])
+            if only_if is not None and not only_if(state):
+                return
             state.update(changes)
             c.execute("UPDATE execs SET state = ? WHERE id = ?", (json.dumps(state), eid))
+
+    def running_execs(self) -> list[tuple[str, str]]:
+        """(exec id, container id) of the execs recorded as running."""
+        with self.lock:
+            rows = self.conn.execute("SELECT id, container_id, state FROM execs").fetchall()
+        return [(r[0], r[1]) for r in rows if json.loads(r[2]).get("Running")]
 
     def execs_of(self, cid: str) -> list[str]:
         with self.lock:

@@ -6,10 +6,11 @@ import json
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ...timefmt import parse_time_arg
 from ..errors import EngineError, InvalidParameter, NotFound
+from .state import ACTIVE, Status, check_transition, status_of
 
 if TYPE_CHECKING:
     from ...image.store import ImageStore
@@ -44,7 +45,9 @@ class EngineBase:
     _locks: dict[str, threading.RLock]
     _locks_lock: threading.Lock
     _changed: threading.Condition
-    _waiters: set[str]
+    _sup_lock: threading.Lock
+    _removal_waits: dict[str, int]  # container -> how many `removed` waits are pending
+    _auto_remove_due: set[str]  # exited AutoRemove containers waiting for a wait (exits.py)
     _removing: set[str]
     _final_states: dict[str, dict]
     _idle_mounts: dict[str, float]
@@ -55,14 +58,36 @@ class EngineBase:
     _closed: bool
     _sup_client: Client | None
     _start_supervisor: bool
+    _subscribe: Callable[[], None]  # exits.ExitsMixin
+    _catch_up: Callable[[], None]  # exits.ExitsMixin
 
     def _sup(self) -> Client:
+        """The supervisor's client; the first call subscribes to exits (see exits.py) before
+        anything can be started through it."""
         from ...supervisor.client import Client, ensure_running
         if self._sup_client is None:
-            if self._start_supervisor:
-                ensure_running(self.root, self.exec_root)
-            self._sup_client = Client(self.exec_root)
+            with self._sup_lock:
+                if self._sup_client is not None:
+                    return self._sup_client
+                if self._start_supervisor:
+                    ensure_running(self.root, self.exec_root)
+                self._subscribe()
+                client = self._sup_client = Client(self.exec_root)
+            self._catch_up()  # (what ended while no engine listened: nothing is missed from now on)
+            return client
         return self._sup_client
+
+    def _status(self, rec: dict) -> Status:
+        """The container's state as operations and the API see it: removing while a removal
+        is under way (that state is never stored: the record goes at the end of it)."""
+        return Status.REMOVING if rec["id"] in self._removing else status_of(rec["state"])
+
+    def _set_status(self, cid: str, target: Status, **fields: Any) -> dict:
+        """Moves the container to `target` (with other state fields) if the state machine
+        allows it from the state it is in; returns the new state."""
+        def check(current: dict) -> None:
+            check_transition(cid, status_of(current), target)
+        return self.store.update_state(cid, check=check, Status=target.value, **fields)
 
     def _call(self, op: str, **fields: Any) -> dict:
         from ...supervisor.client import SupervisorError
@@ -104,7 +129,7 @@ class EngineBase:
         return found[0]
 
     def _image_in_use(self, image_id: str) -> list[tuple[str, bool]]:
-        return [(r["id"], r["state"].get("Status") in ("running", "paused", "restarting"))
+        return [(r["id"], status_of(r["state"]) in ACTIVE)
                 for r in self.store.all() if r["image_id"] == image_id]
 
     def _emit(self, rec: dict, action: str, **extra: str) -> None:
@@ -135,12 +160,12 @@ class EngineBase:
             if e.code not in ("conflict", "not_found"):
                 raise EngineError(str(e)) from None
 
-    def _wait_status(self, cid: str, statuses: tuple[str, ...], timeout: float | None) -> bool:
+    def _wait_status(self, cid: str, statuses: frozenset[Status], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
             while True:
                 rec = self.store.get(cid)
-                if rec is None or rec["state"]["Status"] in statuses:
+                if rec is None or status_of(rec["state"]) in statuses:
                     return True
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:

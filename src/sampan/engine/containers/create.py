@@ -20,6 +20,7 @@ from .. import spec as _spec
 from ..errors import Conflict, EngineError, InvalidParameter, NotFound
 from ..store import NameTaken
 from .base import EngineBase
+from .state import STOPPED, Status, status_of
 
 IDLE_MOUNT_SECONDS = 2.0  # how long the rootfs create mounted waits for the container's start
 
@@ -119,7 +120,7 @@ class CreateMixin(EngineBase):
             rec = {"id": cid, "name": taken_name, "image_id": img.id, "image_ref": image_ref,
                    "created": time.time(), "config": config, "host_config": hc,
                    "mounts": mounts,
-                   "state": {"Status": "created", "Pid": 0, "ExitCode": 0, "Error": "", "StartedAt": ZERO_TIME,
+                   "state": {"Status": Status.CREATED.value, "Pid": 0, "ExitCode": 0, "Error": "", "StartedAt": ZERO_TIME,
                              "FinishedAt": ZERO_TIME, "OOMKilled": False, "RestartCount": 0,
                              "ManuallyStopped": False, "Path": path, "Args": args, "Paused": False}}
             try:
@@ -178,7 +179,7 @@ class CreateMixin(EngineBase):
                 with self._lock(cid):
                     rec = self.store.get(cid)
                     if rec is not None and cid not in self._prepared and cid not in self._removing and \
-                            rec["state"]["Status"] in ("created", "exited", "dead"):
+                            status_of(rec["state"]) in STOPPED:
                         self._unmount(cid)
             except Exception:  # noqa: BLE001 - the store may be closing
                 pass

@@ -2,8 +2,8 @@
 system information, in Docker Engine API shapes (docs/ENGINE.md).
 
 Processes live in the supervisor (``sampan.supervisor``); the engine keeps the model in
-state.db and learns of exits through one ``wait`` per running process (and ``exit.json``
-for exits that happened while it was down).
+state.db and learns of exits through one subscription to the supervisor (exits.py), and of
+those that happened while it was down from the supervisor's list and ``exit.json``.
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import threading
 from typing import Any, Iterator
 
 from ...image.store import ImageStore
-from ...timefmt import ZERO_TIME, rfc3339
+from ...supervisor.client import SupervisorError
+from ...timefmt import ZERO_TIME
 from .. import restart as _restart
 from .. import spec as _spec
 from ..errors import EngineError
@@ -22,13 +23,15 @@ from ..volumes import Volumes
 from .base import time_arg
 from .create import CreateMixin
 from .exec import ExecMixin
+from .exits import ExitsMixin
 from .inspect import InspectMixin
 from .lifecycle import LifecycleMixin
+from .state import ACTIVE, Status, status_of
 from .streams import StreamsMixin
 from .system import SystemMixin
 
 
-class Engine(CreateMixin, LifecycleMixin, ExecMixin, InspectMixin, StreamsMixin, SystemMixin):
+class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, StreamsMixin, SystemMixin):
     def __init__(self, root: str, exec_root: str, images: ImageStore | None = None,
                  start_supervisor: bool = True, reconcile: bool = True) -> None:
         self.root = os.path.abspath(root)
@@ -47,7 +50,10 @@ class Engine(CreateMixin, LifecycleMixin, ExecMixin, InspectMixin, StreamsMixin,
         self._locks: dict[str, threading.RLock] = {}
         self._locks_lock = threading.Lock()
         self._changed = threading.Condition()
-        self._waiters: set[str] = set()
+        self._sup_lock = threading.Lock()
+        self._exit_pool = None
+        self._removal_waits = {}
+        self._auto_remove_due = set()
         self._removing: set[str] = set()
         self._final_states: dict[str, dict] = {}  # the state of recently removed containers, for wait
         # Rootfs mounts made by create, kept until (monotonic) for a start; then unmounted.
@@ -75,6 +81,8 @@ class Engine(CreateMixin, LifecycleMixin, ExecMixin, InspectMixin, StreamsMixin,
         except OSError:
             pass
         self.restarter.close()
+        if self._exit_pool is not None:  # exits being handled finish with the store still open
+            self._exit_pool.shutdown(wait=True, cancel_futures=True)
         if self._sup_client is not None:
             self._sup_client.close()
         self.store.close()
@@ -107,35 +115,27 @@ class Engine(CreateMixin, LifecycleMixin, ExecMixin, InspectMixin, StreamsMixin,
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self) -> None:
-        """After a (re)start of the engine: match state.db with the supervisor and apply
-        restart policies."""
+        """After a (re)start of the engine: sweep what removals cut short left, match state.db
+        with the supervisor (subscribing to exits catches up with those that happened while
+        the engine was down) and apply restart policies."""
         self._sweep_files()
-        recs = [r for r in self.store.all() if r["state"]["Status"] in ("running", "paused", "restarting")]
-        if not recs and not any(r["host_config"].get("RestartPolicy", {}).get("Name") in ("always", "unless-stopped")
-                                for r in self.store.all()):
-            return
+        recs = self.store.all()
+        if not any(self._status(r) in ACTIVE or
+                   (r["host_config"].get("RestartPolicy") or {}).get("Name") in ("always", "unless-stopped")
+                   for r in recs) and not self.store.running_execs():
+            return  # nothing to match: the supervisor starts with the first container
+        first = self._sup_client is None
         try:
-            live = {c["container"]: c for c in self._call("list")["containers"]}
-        except Exception:  # noqa: BLE001
-            live = {}
-        for rec in recs:
-            cid = rec["id"]
-            c = live.get(cid)
-            if c is not None and c["status"] == "running":
-                self._watch(cid)
-                continue
-            if c is not None and c["status"] == "exited":
-                self._watch(cid)  # wait answers at once
-                continue
-            ex = self._exit_record(cid) or {"exit_code": 255, "oom_killed": False, "finished_at": rfc3339()}
-            if rec["state"]["Status"] == "restarting":
-                self.store.update_state(cid, Status="running")
-            self._on_exit(cid, ex)
+            self._sup()  # (the first connection catches up with the exits)
+        except (SupervisorError, OSError):
+            return
+        if not first:
+            self._catch_up()
         for rec in self.store.all():
-            if rec["state"]["Status"] in ("exited", "created") and rec["state"].get("StartedAt") != ZERO_TIME and \
-                    _restart.restart_at_daemon_start(rec["host_config"].get("RestartPolicy") or {}, rec["state"]):
-                if rec["state"]["Status"] == "exited" and not self.restarter.pending(rec["id"]):
-                    try:
-                        self.start(rec["id"])
-                    except EngineError:
-                        pass
+            if status_of(rec["state"]) is Status.EXITED and rec["state"].get("StartedAt") != ZERO_TIME and \
+                    _restart.restart_at_daemon_start(rec["host_config"].get("RestartPolicy") or {}, rec["state"]) \
+                    and not self.restarter.pending(rec["id"]):
+                try:
+                    self.start(rec["id"])
+                except EngineError:
+                    pass

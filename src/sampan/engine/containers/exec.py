@@ -4,22 +4,21 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import threading
 import time
 from typing import Any
 
 from .. import spec as _spec
 from ..errors import Conflict, EngineError, InvalidParameter, NotFound
 from .base import EngineBase
+from .state import require
+
+EXIT_EVENT_LAG = 0.05  # how long an inspect of a running exec waits for an exit event in flight
 
 
 class ExecMixin(EngineBase):
     def exec_create(self, ref: str, body: dict) -> str:
         rec = self._get(ref)
-        if rec["state"]["Status"] == "paused":
-            raise Conflict(f"Container {rec['id']} is paused, unpause the container before exec")
-        if rec["state"]["Status"] != "running":
-            raise Conflict(f"Container {rec['id']} is not running")
+        require("exec", self._status(rec), ref, rec["id"], rec["name"])
         cmd = _spec._strslice(body.get("Cmd"))
         if not cmd:
             raise InvalidParameter("No exec command specified")
@@ -62,7 +61,7 @@ class ExecMixin(EngineBase):
     def exec_start(self, exec_id: str, detach: bool = False, tty: bool | None = None,
                    console_size: list[int] | None = None):
         """Starts the exec; returns the attached socket (multiplexed frames without a tty)
-        or None when detached. Its exit is recorded by a waiter thread."""
+        or None when detached. Its exit comes with the supervisor's exit events (exits.py)."""
         from ...supervisor.client import SupervisorError
         ex = self.store.exec(exec_id)
         if ex is None:
@@ -70,55 +69,50 @@ class ExecMixin(EngineBase):
         if ex["state"].get("Running") or ex["state"].get("ExitCode") is not None:
             raise Conflict(f"Error: Exec command {exec_id} has already run")
         rec = self._get(ex["container_id"])
-        if rec["state"]["Status"] != "running":
-            raise Conflict(f"Container {rec['id']} is not running")
+        require("exec", self._status(rec), rec["id"], rec["id"], rec["name"])
         config = ex["config"]
         if tty is not None:
             config = dict(config, Tty=bool(tty))
         process = self._exec_process(rec, config)
         size = console_size or config.get("ConsoleSize")
+        # Running before the supervisor starts it: its exit event may come before exec returns.
+        self.store.update_exec(exec_id, Running=True)
         try:
-            self._sup()
+            client = self._sup()
             if detach:
                 fields: dict[str, Any] = {"container": rec["id"], "exec_id": exec_id, "process": process,
                                           "tty": bool(config["Tty"]), "stdin": False, "detach": True}
                 pid = int(self._call("exec", **fields)["pid"])
                 sock = None
             else:
-                pid, sock = self._sup_client.exec_attached(rec["id"], exec_id, process, tty=bool(config["Tty"]),
-                                                           stdin=bool(config.get("AttachStdin")),
-                                                           console_size=size if size and any(size) else None)
+                pid, sock = client.exec_attached(rec["id"], exec_id, process, tty=bool(config["Tty"]),
+                                                 stdin=bool(config.get("AttachStdin")),
+                                                 console_size=size if size and any(size) else None)
         except SupervisorError as e:
             msg = str(e)
             low = msg.lower()
             code = 127 if ("no such file" in low or "not found" in low) else 126
             self.store.update_exec(exec_id, Running=False, ExitCode=code, Error=msg)
+            self._notify()
             if e.code == "conflict":
                 raise Conflict(msg) from None
             raise EngineError(f"OCI runtime exec failed: {msg}") from None
-        self.store.update_exec(exec_id, Running=True, Pid=pid)
+        except BaseException:
+            self.store.update_exec(exec_id, only_if=lambda s: s.get("ExitCode") is None, Running=False)
+            raise
+        self.store.update_exec(exec_id, only_if=lambda s: s.get("ExitCode") is None, Pid=pid)
         self._emit(rec, "exec_start: " + " ".join(config["Cmd"]), execID=exec_id)
-        threading.Thread(target=self._exec_waiter, args=(exec_id, rec), daemon=True).start()
         return sock
-
-    def _exec_waiter(self, exec_id: str, rec: dict) -> None:
-        from ...supervisor.client import Client, SupervisorError
-        try:
-            reply = Client(self.exec_root).call("wait", exec_id=exec_id)
-            code = int(reply.get("exit_code") or 0)
-        except SupervisorError:
-            code = 137
-        try:
-            self.store.update_exec(exec_id, Running=False, ExitCode=code, Pid=0)
-        except Exception:  # noqa: BLE001 - the container (and its execs) may be gone
-            return
-        self._notify()
-        self._emit(rec, "exec_die", execID=exec_id, exitCode=str(code))
 
     def exec_inspect(self, exec_id: str) -> dict:
         ex = self.store.exec(exec_id)
         if ex is None:
             raise NotFound(f"No such exec instance: {exec_id}")
+        if ex["state"].get("Running"):
+            # The exit event may be on its way (the supervisor sends it before it ends the
+            # exec's stream, a client asks as soon as the stream ends): give it a moment.
+            self._exec_done(exec_id, EXIT_EVENT_LAG)
+            ex = self.store.exec(exec_id) or ex
         c, s = ex["config"], ex["state"]
         return {"ID": exec_id, "Running": bool(s.get("Running")), "ExitCode": s.get("ExitCode"),
                 "ProcessConfig": {"tty": c["Tty"], "entrypoint": c["Cmd"][0], "arguments": c["Cmd"][1:],
@@ -127,16 +121,23 @@ class ExecMixin(EngineBase):
                 "CanRemove": False, "ContainerID": ex["container_id"], "DetachKeys": "",
                 "Pid": int(s.get("Pid") or 0)}
 
-    def exec_wait(self, exec_id: str, timeout: float = 60.0) -> int:
+    def _exec_done(self, exec_id: str, timeout: float) -> dict | None:
+        """The exec's state once it has exited (None: still running after `timeout` s)."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
                 ex = self.store.exec(exec_id)
                 if ex is None:
                     raise NotFound(f"No such exec instance: {exec_id}")
-                if not ex["state"].get("Running") and ex["state"].get("ExitCode") is not None:
-                    return int(ex["state"]["ExitCode"])
-                if time.monotonic() > deadline:
-                    raise EngineError("timed out waiting for the exec")
-                self._changed.wait(0.1)
+                if ex["state"].get("ExitCode") is not None:
+                    return ex["state"]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._changed.wait(min(0.1, left))
 
+    def exec_wait(self, exec_id: str, timeout: float = 60.0) -> int:
+        state = self._exec_done(exec_id, timeout)
+        if state is None:
+            raise EngineError("timed out waiting for the exec")
+        return int(state["ExitCode"])

@@ -11,15 +11,17 @@ from typing import Any
 from ...timefmt import ZERO_TIME, duration, parse_rfc3339, rfc3339
 from .. import network as _network
 from .. import spec as _spec
-from ..errors import Conflict, EngineError, InvalidParameter
+from ..errors import EngineError, InvalidParameter
 from .base import EngineBase
+from .state import ACTIVE, ALL, LIVE, Status, require, status_of
 
 
 class InspectMixin(EngineBase):
-    def _state_shape(self, st: dict) -> dict:
-        status = st["Status"]
-        return {"Status": status, "Running": status in ("running", "paused", "restarting"), "Paused": status == "paused", "Restarting": status == "restarting",
-                "OOMKilled": bool(st.get("OOMKilled")), "Dead": status == "dead", "Pid": int(st.get("Pid") or 0),
+    def _state_shape(self, rec: dict) -> dict:
+        st, status = rec["state"], self._status(rec)
+        return {"Status": status.value, "Running": status in ACTIVE, "Paused": status is Status.PAUSED,
+                "Restarting": status is Status.RESTARTING, "OOMKilled": bool(st.get("OOMKilled")),
+                "Dead": status is Status.DEAD, "Pid": int(st.get("Pid") or 0),
                 "ExitCode": int(st.get("ExitCode") or 0), "Error": st.get("Error") or "",
                 "StartedAt": st.get("StartedAt") or ZERO_TIME, "FinishedAt": st.get("FinishedAt") or ZERO_TIME}
 
@@ -54,7 +56,7 @@ class InspectMixin(EngineBase):
             "Created": rfc3339(rec["created"]),
             "Path": st.get("Path", ""),
             "Args": st.get("Args", []),
-            "State": self._state_shape(st),
+            "State": self._state_shape(rec),
             "Image": rec["image_id"],
             "ResolvConfPath": os.path.join(self.cdir(cid), "resolv.conf"),
             "HostnamePath": os.path.join(self.cdir(cid), "hostname"),
@@ -75,25 +77,26 @@ class InspectMixin(EngineBase):
             "Mounts": [self._mount_shape(m) for m in rec["mounts"]],
             "Config": {k: v for k, v in cfg.items()},
             "NetworkSettings": _network.settings(cid, hc, int(st.get("Pid") or 0)
-                                                 if st["Status"] in ("running", "paused") else 0),
+                                                 if self._status(rec) in LIVE else 0),
         }
         out["Config"]["Image"] = cfg.get("Image") or rec["image_ref"]
         return out
 
-    def _status_text(self, st: dict) -> str:
-        s = st["Status"]
+    def _status_text(self, rec: dict) -> str:
+        """`docker ps`'s STATUS column."""
+        st, status = rec["state"], self._status(rec)
         now = time.time()
-        if s in ("running", "paused"):
+        code = int(st.get("ExitCode") or 0)
+        if status in LIVE:
             text = "Up " + duration(now - parse_rfc3339(st.get("StartedAt")))
-            return text + " (Paused)" if s == "paused" else text
-        if s == "restarting":
-            return f"Restarting ({int(st.get('ExitCode') or 0)}) " + \
-                duration(now - parse_rfc3339(st.get("FinishedAt"))) + " ago"
-        if s == "exited":
-            return f"Exited ({int(st.get('ExitCode') or 0)}) " + duration(now - parse_rfc3339(st.get("FinishedAt"))) + " ago"
-        if s == "dead":
+            return text + " (Paused)" if status is Status.PAUSED else text
+        if status is Status.RESTARTING:
+            return f"Restarting ({code}) " + duration(now - parse_rfc3339(st.get("FinishedAt"))) + " ago"
+        if status is Status.EXITED:
+            return f"Exited ({code}) " + duration(now - parse_rfc3339(st.get("FinishedAt"))) + " ago"
+        if status is Status.DEAD:
             return "Dead"
-        if s == "removing":
+        if status is Status.REMOVING:
             return "Removal In Progress"
         return "Created"
 
@@ -102,19 +105,19 @@ class InspectMixin(EngineBase):
         filters = {k: (v if isinstance(v, list) else [v]) for k, v in (filters or {}).items()}
         out = []
         for rec in self.store.all():
-            st = rec["state"]
-            if not all and st["Status"] not in ("running", "paused", "restarting") and not filters.get("status"):
+            st, status = rec["state"], self._status(rec)
+            if not all and status not in ACTIVE and not filters.get("status"):
                 continue
             if not self._filter(rec, filters):
                 continue
             path, args = st.get("Path", ""), st.get("Args", [])
             cmd = " ".join([path, *args]) if path else ""
             net_hc, net_settings = _network.summary(rec["id"], rec["host_config"], int(st.get("Pid") or 0)
-                                                    if st["Status"] in ("running", "paused") else 0)
+                                                    if status in LIVE else 0)
             out.append({
                 "Id": rec["id"], "Names": ["/" + rec["name"]], "Image": rec["config"].get("Image") or rec["image_ref"],
                 "ImageID": rec["image_id"], "Command": cmd, "Created": int(rec["created"]), "Ports": [],
-                "Labels": rec["config"].get("Labels") or {}, "State": st["Status"], "Status": self._status_text(st),
+                "Labels": rec["config"].get("Labels") or {}, "State": status.value, "Status": self._status_text(rec),
                 "HostConfig": net_hc, "NetworkSettings": net_settings,
                 "Mounts": [self._mount_shape(m) for m in rec["mounts"]],
             })
@@ -129,9 +132,9 @@ class InspectMixin(EngineBase):
                 continue
             if key == "status":
                 for v in values:
-                    if v not in ("created", "restarting", "running", "removing", "paused", "exited", "dead"):
+                    if v not in ALL:
                         raise InvalidParameter(f"invalid filter 'status={v}'")
-                if st["Status"] not in values:
+                if self._status(rec).value not in values:
                     return False
             elif key == "name":
                 if not any(re.search(v, "/" + rec["name"])
@@ -147,7 +150,7 @@ class InspectMixin(EngineBase):
                     if k not in labels or (sep and labels[k] != want):
                         return False
             elif key == "exited":
-                if st["Status"] != "exited" or str(st.get("ExitCode")) not in values:
+                if status_of(st) is not Status.EXITED or str(st.get("ExitCode")) not in values:
                     return False
             elif key == "ancestor":
                 if not any(v in (rec["image_ref"], rec["image_id"], rec["config"].get("Image"))
@@ -165,8 +168,7 @@ class InspectMixin(EngineBase):
     # ------------------------------------------------------------------ top / stats
     def top(self, ref: str, ps_args: str = "-ef") -> dict:
         rec = self._get(ref)
-        if rec["state"]["Status"] not in ("running", "paused"):
-            raise Conflict(f"Container {rec['id']} is not running")
+        require("processes", self._status(rec), ref, rec["id"], rec["name"])
         try:
             pids = set(self._runtime().pids(rec["id"]))
         except Exception as e:  # noqa: BLE001
@@ -192,7 +194,7 @@ class InspectMixin(EngineBase):
         rec = self._get(ref)
         out: dict[str, Any] = {"id": rec["id"], "name": "/" + rec["name"], "read": rfc3339(),
                                "pids_stats": {}, "memory_stats": {}, "cpu_stats": {}}
-        if rec["state"]["Status"] not in ("running", "paused"):
+        if self._status(rec) not in LIVE:
             return out
         try:
             pids = self._runtime().pids(rec["id"])

@@ -1,11 +1,10 @@
-"""Container lifecycle: start (through the supervisor), exits and restart policies, stop,
-kill, restart, pause, remove, rename and wait."""
+"""Container lifecycle: start (through the supervisor), stop, kill, restart, pause, remove,
+rename and wait. (Exits and restart policies: exits.py.)"""
 from __future__ import annotations
 
 import errno
 import os
 import signal as _signal
-import threading
 import time
 from typing import Any
 
@@ -13,13 +12,14 @@ from ...runtime.fsutil import remove_tree
 from ...timefmt import ZERO_TIME, parse_rfc3339, rfc3339
 from .. import names as _names
 from .. import network as _network
-from .. import restart as _restart
 from .. import spec as _spec
 from ..errors import Conflict, EngineError, InvalidParameter, NotModified
 from ..store import NameTaken
 from .base import EngineBase
+from .state import LIVE, STOPPED, Status, require, status_of
 
 DEFAULT_STOP_TIMEOUT = 10
+_AFTER_EXIT = frozenset({Status.EXITED, Status.DEAD, Status.RESTARTING})  # what an exit leaves
 
 
 def _go_errors(msg: str) -> str:
@@ -37,13 +37,7 @@ class LifecycleMixin(EngineBase):
         cid = rec["id"]
         with self._lock(cid):
             rec = self._get(cid)
-            st = rec["state"]
-            if st["Status"] == "paused":
-                raise Conflict("cannot start a paused container, try unpause instead")
-            if st["Status"] == "running":
-                raise NotModified("container already started")
-            if cid in self._removing:
-                raise Conflict(f"container {cid} is marked for removal and cannot be started")
+            require("start", self._status(rec), ref, cid, rec["name"])
             self.restarter.cancel(cid)
             failure: EngineError | None = None
             try:
@@ -68,7 +62,7 @@ class LifecycleMixin(EngineBase):
             return
         with self._lock(cid):
             rec = self.store.get(cid)
-            if rec is None or rec["state"]["Status"] != "restarting" or cid in self._removing:
+            if rec is None or self._status(rec) is not Status.RESTARTING:
                 return
             self.store.update_state(cid, RestartCount=int(rec["state"].get("RestartCount") or 0) + 1)
             rec = self.store.get(cid)
@@ -168,103 +162,37 @@ class LifecycleMixin(EngineBase):
             msg = _go_errors(str(e))
             low = msg.lower()
             code = 127 if ("no such file" in low or "not found" in low) else 126 if "permission denied" in low else 128
-            self.store.update_state(cid, Status="exited" if rec["state"].get("StartedAt") != ZERO_TIME else "created",
-                                    ExitCode=code, Error=msg, Pid=0)
+            # (a start that fails leaves a container that never ran created, as dockerd does)
+            never_ran = rec["state"].get("StartedAt") == ZERO_TIME
+            self._set_status(cid, Status.CREATED if never_ran else Status.EXITED, ExitCode=code, Error=msg, Pid=0)
             self._notify()
             raise EngineError(f"failed to create task for container: {msg}") from None
         self._prepared.pop(cid, None)
-        self.store.update_state(cid, Status="running", Pid=pid, ExitCode=0, Error="", OOMKilled=False,
-                                StartedAt=reply.get("started_at") or rfc3339(), FinishedAt=ZERO_TIME,
-                                ManuallyStopped=False, Paused=False)
+        self._set_status(cid, Status.RUNNING, Pid=pid, ExitCode=0, Error="", OOMKilled=False,
+                         StartedAt=reply.get("started_at") or rfc3339(), FinishedAt=ZERO_TIME,
+                         ManuallyStopped=False, Paused=False)
         self._notify()
-        self._watch(cid)
-
-    def _watch(self, cid: str) -> None:
-        """One thread per running container, blocked in the supervisor's ``wait``."""
-        with self._locks_lock:
-            if cid in self._waiters:
-                return
-            self._waiters.add(cid)
-        threading.Thread(target=self._waiter, args=(cid,), name=f"wait-{cid[:12]}", daemon=True).start()
-
-    def _waiter(self, cid: str) -> None:
-        from ...supervisor.client import Client, SupervisorError
-        try:
-            while not self._closed:
-                try:
-                    reply = Client(self.exec_root).call("wait", container=cid)
-                except SupervisorError as e:
-                    if e.code == "not_found":
-                        reply = self._exit_record(cid) or {"exit_code": 255, "oom_killed": False,
-                                                            "finished_at": rfc3339()}
-                    else:
-                        time.sleep(0.5)
-                        continue
-                break
-            else:
-                return
-        finally:
-            with self._locks_lock:
-                self._waiters.discard(cid)
-        self._on_exit(cid, reply)
-
-    def _on_exit(self, cid: str, reply: dict) -> None:
-        from ...supervisor.client import SupervisorError
-        with self._lock(cid):
-            rec = self.store.get(cid)
-            if rec is None or rec["state"]["Status"] not in ("running", "paused"):
-                return
-            code = int(reply.get("exit_code") or 0)
-            oom = bool(reply.get("oom_killed"))
-            finished = reply.get("finished_at") or rfc3339()
-            auto_remove = bool(rec["host_config"].get("AutoRemove")) and not self._closed
-            if not auto_remove:  # (the removal below deletes it in the supervisor and unmounts)
-                try:
-                    self._call("delete", container=cid)
-                except (SupervisorError, OSError):
-                    pass
-                self._unmount(cid)
-            st = self.store.update_state(cid, Status="exited", Pid=0, ExitCode=code, OOMKilled=oom,
-                                         FinishedAt=finished, Paused=False)
-            rec["state"] = st
-            self._notify()
-        if oom:
-            self._emit(rec, "oom")
-        self._emit(rec, "die", exitCode=str(code))
-        if rec["host_config"].get("AutoRemove") and not self._closed:
-            try:
-                self.remove(cid, force=True, volumes=True, _files_after=True)
-            except EngineError:
-                pass
-            return
-        policy = rec["host_config"].get("RestartPolicy") or {}
-        if cid not in self._removing and not self._closed and _restart.should_restart(policy, st, code):
-            ran = max(0.0, parse_rfc3339(finished) - parse_rfc3339(st.get("StartedAt")))
-            self.store.update_state(cid, Status="restarting")
-            self._notify()
-            self.restarter.schedule(cid, ran)
 
     # ------------------------------------------------------------------ stop / kill / restart
     def stop(self, ref: str, timeout: int | None = None, signal: str | int | None = None) -> None:
         rec = self._get(ref)
         cid = rec["id"]
         self.store.update_state(cid, ManuallyStopped=True)
-        if self.restarter.cancel(cid) or rec["state"]["Status"] == "restarting":
-            self.store.update_state(cid, Status="exited")
+        if self.restarter.cancel(cid) or self._status(rec) is Status.RESTARTING:
+            self._set_status(cid, Status.EXITED)
             self._notify()
             return
-        if rec["state"]["Status"] not in ("running", "paused"):
-            raise NotModified("container already stopped")
+        require("stop", self._status(rec), ref, cid, rec["name"])
         sig = _spec.parse_signal(signal if signal is not None else rec["config"].get("StopSignal"))
         if timeout is None or timeout == "":
             timeout = rec["config"].get("StopTimeout", DEFAULT_STOP_TIMEOUT)
         timeout = int(timeout)
-        if rec["state"]["Status"] == "paused":
+        if self._status(rec) is Status.PAUSED:
             self._thaw(cid)
         self._signal(cid, sig)
-        if timeout < 0 or not self._wait_status(cid, ("exited", "created", "dead"), float(timeout)):
+        if timeout < 0 or not self._wait_status(cid, STOPPED, float(timeout)):
             self._signal(cid, _signal.SIGKILL, all_procs=True)
-            if not self._wait_status(cid, ("exited", "created", "dead"), 30.0):
+            if not self._wait_status(cid, STOPPED, 30.0):
                 raise EngineError(f"container {cid} did not stop after SIGKILL")
         self._emit(rec, "stop")
 
@@ -275,16 +203,15 @@ class LifecycleMixin(EngineBase):
             sig = _spec.parse_signal(signal or "SIGKILL")
         except _spec.SpecInputError as e:
             raise InvalidParameter(str(e)) from None
-        if rec["state"]["Status"] not in ("running", "paused"):
-            raise Conflict(f"Cannot kill container: {ref}: container {cid} is not running")
-        if rec["state"]["Status"] == "paused" and sig == _signal.SIGKILL:
+        require("kill", self._status(rec), ref, cid, rec["name"])
+        if self._status(rec) is Status.PAUSED and sig == _signal.SIGKILL:
             self._signal(cid, sig)
             self._thaw(cid)
         else:
             self._signal(cid, sig)
         self._emit(rec, "kill", signal=str(sig))
         if sig == _signal.SIGKILL:
-            self._wait_status(cid, ("exited", "created", "dead", "restarting"), 10.0)
+            self._wait_status(cid, STOPPED | {Status.RESTARTING}, 10.0)
 
     def restart(self, ref: str, timeout: int | None = None, signal: str | int | None = None) -> None:
         rec = self._get(ref)
@@ -302,35 +229,33 @@ class LifecycleMixin(EngineBase):
             self._runtime().resume(cid)
         except Exception:  # noqa: BLE001
             pass
-        self.store.update_state(cid, Status="running", Paused=False)
+        with self._lock(cid):  # (an exit handled meanwhile has made it exited: it stays so)
+            rec = self.store.get(cid)
+            if rec is not None and status_of(rec["state"]) is Status.PAUSED:
+                self._set_status(cid, Status.RUNNING, Paused=False)
 
     def pause(self, ref: str) -> None:
         rec = self._get(ref)
         cid = rec["id"]
         with self._lock(cid):
-            st = self._get(cid)["state"]
-            if st["Status"] == "paused":
-                raise Conflict(f"Container {cid} is already paused")
-            if st["Status"] != "running":
-                raise Conflict(f"Container {cid} is not running")
+            require("pause", self._status(self._get(cid)), ref, cid, rec["name"])
             try:
                 self._runtime().pause(cid)
             except Exception as e:  # noqa: BLE001
                 raise EngineError(f"cannot pause container {cid}: {e}") from None
-            self.store.update_state(cid, Status="paused", Paused=True)
+            self._set_status(cid, Status.PAUSED, Paused=True)
         self._emit(rec, "pause")
 
     def unpause(self, ref: str) -> None:
         rec = self._get(ref)
         cid = rec["id"]
         with self._lock(cid):
-            if self._get(cid)["state"]["Status"] != "paused":
-                raise Conflict(f"Container {cid} is not paused")
+            require("unpause", self._status(self._get(cid)), ref, cid, rec["name"])
             try:
                 self._runtime().resume(cid)
             except Exception as e:  # noqa: BLE001
                 raise EngineError(f"cannot unpause container {cid}: {e}") from None
-            self.store.update_state(cid, Status="running", Paused=False)
+            self._set_status(cid, Status.RUNNING, Paused=False)
         self._emit(rec, "unpause")
 
     # ------------------------------------------------------------------ remove / rename
@@ -342,26 +267,22 @@ class LifecycleMixin(EngineBase):
         from ...supervisor.client import SupervisorError
         rec = self._get(ref)
         cid = rec["id"]
-        status = rec["state"]["Status"]
-        if status in ("running", "paused", "restarting") and not force:
-            if status == "paused":
-                raise Conflict(f"cannot remove container \"/{rec['name']}\": container is paused and must be "
-                               "unpaused first")
-            raise Conflict(f"cannot remove container \"/{rec['name']}\": container is {status}: stop the "
-                           "container before removing or force remove")
+        status = self._status(rec)
+        if not force:
+            require("remove", status, ref, cid, rec["name"])
         with self._locks_lock:
             if cid in self._removing:
                 raise Conflict(f"removal of container {cid} is already in progress")
             self._removing.add(cid)
         try:
             self.restarter.cancel(cid, forget=True)
-            if status in ("running", "paused"):
+            if status in LIVE:
                 self.store.update_state(cid, ManuallyStopped=True)
-                if status == "paused":
+                if status is Status.PAUSED:
                     self._signal(cid, _signal.SIGKILL, all_procs=True)
                     self._thaw(cid)
                 self._signal(cid, _signal.SIGKILL, all_procs=True)
-                self._wait_status(cid, ("exited", "created", "dead", "restarting"), 10.0)
+                self._wait_status(cid, STOPPED | {Status.RESTARTING}, 10.0)
             with self._lock(cid):
                 self._prepared.pop(cid, None)
                 if not _files_after:
@@ -372,7 +293,7 @@ class LifecycleMixin(EngineBase):
                     try:
                         self.images.snapshots.remove(cid)
                     except Exception as e:  # noqa: BLE001
-                        self.store.update_state(cid, Status="dead", Error=str(e))
+                        self._set_status(cid, Status.DEAD, Error=str(e))
                         raise EngineError(f"unable to remove filesystem for {cid}: {e}") from None
                     remove_tree(self.cdir(cid))
                 final = self.store.get(cid)
@@ -463,9 +384,27 @@ class LifecycleMixin(EngineBase):
         condition = condition or "not-running"
         if condition not in ("not-running", "next-exit", "removed"):
             raise InvalidParameter(f"invalid condition: \"{condition}\"")
+        if condition == "removed":
+            # Somebody waits for the removal (docker run --rm): an auto-removal need not wait
+            # for a client to read the exit (see exits.py).
+            with self._locks_lock:
+                self._removal_waits[rec["id"]] = self._removal_waits.get(rec["id"], 0) + 1
         return lambda: self._wait(rec, condition, timeout)
 
     def _wait(self, rec: dict, condition: str, timeout: float | None) -> dict:
+        cid = rec["id"]
+        try:
+            result = self._wait_for(rec, condition, timeout)
+        finally:
+            if condition == "removed":
+                with self._locks_lock:
+                    left = self._removal_waits.pop(cid, 1) - 1
+                    if left > 0:
+                        self._removal_waits[cid] = left
+        self._exit_observed(cid)
+        return result
+
+    def _wait_for(self, rec: dict, condition: str, timeout: float | None) -> dict:
         cid = rec["id"]
         deadline = None if timeout is None else time.monotonic() + timeout
         started = rec["state"].get("StartedAt")
@@ -477,11 +416,10 @@ class LifecycleMixin(EngineBase):
                     st = self._final_states.get(cid) or rec["state"]
                     return {"StatusCode": int(st.get("ExitCode") or 0), "Error": None}
                 st = cur["state"]
-                rec = cur
-                if condition == "not-running" and st["Status"] in ("created", "exited", "dead"):
+                status = status_of(st)
+                if condition == "not-running" and status in STOPPED:
                     break
-                if condition == "next-exit" and st["Status"] in ("exited", "dead", "restarting") and \
-                        (st.get("StartedAt") != started or rec["state"]["Status"] != "running") and \
+                if condition == "next-exit" and status in _AFTER_EXIT and \
                         st.get("FinishedAt", ZERO_TIME) != ZERO_TIME and \
                         parse_rfc3339(st["FinishedAt"]) >= parse_rfc3339(started):
                     break
@@ -491,4 +429,3 @@ class LifecycleMixin(EngineBase):
                 self._changed.wait(0.2 if left is None else min(0.2, left))
         err = {"Message": st["Error"]} if st.get("Error") else None
         return {"StatusCode": int(st.get("ExitCode") or 0), "Error": err}
-

@@ -2,16 +2,15 @@
 its filesystem as a tar."""
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
-import time
 from typing import Any, Iterator
 
-from ...timefmt import parse_rfc3339
-from ..errors import Conflict, EngineError, NotFound
+from ...logs import jsonfile
+from ..errors import Conflict, EngineError, InvalidParameter, NotFound
 from .base import EngineBase, time_arg
+from .state import ACTIVE, STOPPED, Status, require, status_of
 
 
 def _ended_stream() -> socket.socket:
@@ -27,103 +26,23 @@ class StreamsMixin(EngineBase):
              stop: threading.Event | None = None) -> Iterator[tuple[str, bytes]]:
         rec = self._get(ref)
         cid = rec["id"]
-        since_t, until_t = time_arg(since), time_arg(until)
-        n = None if tail in (None, "", "all") or int(tail) < 0 else int(tail)
-        path = self._log_path(cid)
-        want = {"stdout": stdout, "stderr": stderr}
-
-        def emit(line: bytes) -> tuple[str, bytes] | None:
-            try:
-                e = json.loads(line)
-            except ValueError:
-                return None
-            s = e.get("stream", "stdout")
-            if not want.get(s, False):
-                return None
-            t = e.get("time", "")
-            if since_t is not None or until_t is not None:
-                ts = parse_rfc3339(t)
-                if since_t is not None and ts < since_t:
-                    return None
-                if until_t is not None and ts > until_t:
-                    return None
-            data = e.get("log", "").encode("utf-8", "surrogateescape")
-            if timestamps:
-                data = t.encode() + b" " + data
-            return s, data
-
-        files = [f"{path}.{i}" for i in range(9, 0, -1)] + [path]
-        lines: list[bytes] = []
-        for p in files:
-            try:
-                with open(p, "rb") as f:
-                    lines += f.read().splitlines()
-            except OSError:
-                pass
-        pos_inode = None
-        pos = 0
         try:
-            st = os.stat(path)
-            pos_inode, pos = st.st_ino, st.st_size
-        except OSError:
-            pass
-        if n is not None:
-            selected = [x for x in (emit(l) for l in lines) if x]
-            selected = selected[-n:] if n else []
-            yield from selected
-        else:
-            for l in lines:
-                x = emit(l)
-                if x:
-                    yield x
-        if not follow:
-            return
-        buf = b""
-        f = None
-        try:
-            while stop is None or not stop.is_set():
-                if f is None:
-                    try:
-                        f = open(path, "rb")
-                        st = os.fstat(f.fileno())
-                        if st.st_ino == pos_inode:
-                            f.seek(pos)
-                        pos_inode = st.st_ino
-                    except OSError:
-                        f = None
-                chunk = f.read() if f is not None else b""
-                if chunk:
-                    buf += chunk
-                    *complete, buf = buf.split(b"\n")
-                    for l in complete:
-                        x = emit(l)
-                        if x:
-                            yield x
-                    continue
-                # rotated? reopen the new file
-                try:
-                    if f is not None and os.stat(path).st_ino != os.fstat(f.fileno()).st_ino:
-                        f.close()
-                        f, pos_inode, pos = None, None, 0
-                        continue
-                except OSError:
-                    pass
-                cur = self.store.get(cid)
-                if cur is None or cur["state"]["Status"] not in ("running", "paused", "restarting"):
-                    # drain what the supervisor flushed at exit, then stop
-                    time.sleep(0.05)
-                    chunk = f.read() if f is not None else b""
-                    if chunk:
-                        buf += chunk
-                        continue
-                    return
-                if until_t is not None and time.time() > until_t:
-                    return
-                with self._changed:
-                    self._changed.wait(0.1)
-        finally:
-            if f is not None:
-                f.close()
+            lines = jsonfile.parse_tail(tail)
+        except ValueError as e:
+            raise InvalidParameter(str(e)) from None
+
+        def is_running() -> bool:
+            cur = self.store.get(cid)
+            return cur is not None and status_of(cur["state"]) in ACTIVE
+
+        def wait(seconds: float) -> None:
+            with self._changed:
+                self._changed.wait(seconds)
+
+        return jsonfile.read(self._log_path(cid), stdout=stdout, stderr=stderr, since=time_arg(since),
+                             until=time_arg(until), tail=lines, follow=follow, timestamps=timestamps,
+                             is_running=is_running, wait=wait,
+                             stopped=(stop.is_set if stop is not None else lambda: False))
 
     # ------------------------------------------------------------------ attach
     def attach(self, ref: str, stdin: bool = False, stdout: bool = True, stderr: bool = True):
@@ -138,14 +57,9 @@ class StreamsMixin(EngineBase):
         cid = rec["id"]
         with self._lock(cid):
             rec = self._get(cid)
-            status = rec["state"]["Status"]
-            if status == "paused":
-                raise Conflict(f"container {ref} is paused, unpause the container before attach")
-            if status == "restarting":
-                raise Conflict(f"container {ref} is restarting, wait until the container is running")
-            if status not in ("running", "created", "exited") or cid in self._removing:
-                raise Conflict(f"container {ref} is {status}: it cannot be attached to")
-            if status != "running":
+            status = self._status(rec)
+            require("attach", status, ref, cid, rec["name"])
+            if status is not Status.RUNNING:
                 try:
                     self._prepare_locked(rec)
                 except (SupervisorError, EngineError):
@@ -191,6 +105,6 @@ class StreamsMixin(EngineBase):
                 with self._lock(cid):
                     current = self.store.get(cid)
                     if current is not None and cid not in self._prepared and \
-                            current["state"]["Status"] in ("created", "exited", "dead"):
+                            status_of(current["state"]) in STOPPED:
                         self._unmount(cid)
 

@@ -8,6 +8,7 @@ import time
 
 from ... import API_VERSION, MIN_API_VERSION, __version__
 from .base import EngineBase
+from .state import ACTIVE, STOPPED, Status, status_of
 
 
 def _arch() -> str:
@@ -41,12 +42,12 @@ class SystemMixin(EngineBase):
     def info(self) -> dict:
         recs = self.store.all()
 
-        def count(*statuses: str) -> int:
-            return sum(1 for r in recs if r["state"]["Status"] in statuses)
+        def count(statuses: frozenset[Status]) -> int:
+            return sum(1 for r in recs if status_of(r["state"]) in statuses)
 
         return {
-            "ID": "", "Containers": len(recs), "ContainersRunning": count("running", "restarting"),
-            "ContainersPaused": count("paused"), "ContainersStopped": count("exited", "created", "dead"),
+            "ID": "", "Containers": len(recs), "ContainersRunning": count(ACTIVE - {Status.PAUSED}),
+            "ContainersPaused": count(frozenset({Status.PAUSED})), "ContainersStopped": count(STOPPED),
             "Images": len(self.images.list()), "Driver": "overlay2", "DriverStatus": [],
             "Plugins": {"Volume": ["local"], "Network": ["host", "none"], "Authorization": None,
                         "Log": ["json-file"]},
