@@ -103,6 +103,19 @@ def test_hijacked_attach_and_exec_framing(sampand):
     assert c.post(f"/containers/{cid2}/wait")["StatusCode"] == 137
 
 
+def test_stats_in_dockers_shape(sampand):
+    c = sampand.client()
+    cid = c.post("/containers/create", {"Image": "busybox", "Cmd": ["sleep", "30"]})["Id"]
+    c.post(f"/containers/{cid}/start")
+    one = c.get(f"/containers/{cid}/stats", stream=0)
+    assert one["id"] == cid and one["pids_stats"]["current"] >= 1 and "memory_stats" in one and "cpu_stats" in one
+    r = sampand.docker("stats", "--no-stream", "--format", "{{.ID}} {{.PIDs}}", cid)
+    assert r.returncode == 0 and r.stdout.split() == [cid[:12].encode(), b"1"], r
+    with pytest.raises(APIError) as e:
+        c.get("/containers/nosuch/stats", stream=0)
+    assert e.value.status == 404
+
+
 def test_events_stream(sampand):
     c = sampand.client()
     since = time.time() - 1

@@ -350,3 +350,26 @@ def test_tag_rmi_prune_history_inspect_and_image_events(sampand):
     actions = [(e["Action"], e["Actor"]["Attributes"].get("name")) for e in events]
     assert ("tag", "verbs:1") in actions and ("untag", "verbs:1") in actions
     assert ("import", dangling) in actions and ("delete", dangling) in actions
+
+
+def test_docker_py_save_load_and_import(sampand):
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url=sampand.host, version="auto")
+    try:
+        data = b"".join(client.images.get("busybox").save(named=True))
+        loaded = client.images.load(data)
+        assert ["busybox:latest"] in [i.tags for i in loaded]
+        out = client.api.import_image_from_data(_rootfs_tar(), repository="pyimported", tag="1",
+                                                changes=['CMD ["echo", "from py"]'])
+        image_id = json.loads(out)["status"]
+        img = client.images.get("pyimported:1")
+        assert img.id == image_id and img.attrs["Config"]["Cmd"] == ["echo", "from py"]
+        assert client.containers.run("pyimported:1", remove=True) == b"from py\n"
+        with pytest.raises(docker.errors.APIError) as e:
+            client.api.import_image_from_data(_rootfs_tar(), repository="pybad", changes=["NOPE x"])
+        assert e.value.status_code == 400
+        client.images.remove("pyimported:1")
+        with pytest.raises(docker.errors.ImageNotFound):
+            client.images.get("pyimported:1")
+    finally:
+        client.close()

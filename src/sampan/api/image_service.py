@@ -10,7 +10,7 @@ from .. import errors
 from ..image import archive, reference, registry
 from ..image.store import ImageStore, _parse_time
 from .backend import Credentials, Emit
-from .progress import message
+from .progress import Throttle, message
 
 # emit_event(type, action, actor id, attributes): the engine's event log.
 EventSink = Callable[[str, str, str, dict[str, str]], object]
@@ -31,6 +31,7 @@ class _PullMessages:
     def __init__(self, ref: reference.Reference, emit: Emit) -> None:
         self.ref, self.emit = ref, emit
         self.begun = False
+        self.throttle = Throttle()
 
     def begin(self) -> None:
         """``latest: Pulling from library/busybox``: once the manifest is resolved."""
@@ -45,7 +46,7 @@ class _PullMessages:
             self.emit(message("Already exists", layer))
         elif event == "start":
             self.emit(message("Pulling fs layer", layer))
-        elif event == "progress":
+        elif event == "progress" and self.throttle.due(layer, done, total):
             self.emit(message("Downloading", layer, done, total))
         elif event == "done":
             self.emit(message("Download complete", layer))
@@ -57,6 +58,7 @@ class _PushMessages:
 
     def __init__(self, config_digest: str, emit: Emit) -> None:
         self.config_digest, self.emit = config_digest, emit
+        self.throttle = Throttle()
 
     def __call__(self, event: str, digest: str, done: int, total: int) -> None:
         if digest == self.config_digest or event == "manifest":
@@ -64,7 +66,7 @@ class _PushMessages:
         layer = _short(digest)
         if event in ("exists", "mounted"):
             self.emit(message("Layer already exists", layer))
-        elif event in ("start", "progress"):
+        elif event in ("start", "progress") and self.throttle.due(layer, done, total):
             self.emit(message("Pushing", layer, done, total))
         elif event == "done":
             self.emit(message("Pushed", layer))
@@ -140,8 +142,10 @@ class ImageService:
     def load(self, src: BinaryIO, emit: Emit, progress: bool) -> None:
         """``docker load``: the ``stream`` lines dockerd sends for what was loaded, and with
         ``progress`` a "Loading layer" message per layer as it is read."""
+        throttle = Throttle()
+
         def on_layer(event: str, key: str, done: int, total: int) -> None:
-            if event in ("start", "progress", "done"):
+            if event == "done" or throttle.due(key, done, total):
                 emit(message("Loading layer", key, done, total))
 
         for item in archive.load(self.store, src, progress=on_layer if progress else None):

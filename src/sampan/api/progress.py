@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 from aiohttp import web
@@ -44,6 +45,22 @@ def message(status: str, id: str = "", current: int | None = None, total: int | 
     if id:
         msg["id"] = id
     return msg
+
+
+class Throttle:
+    """At most one progress message per layer every ``interval`` seconds, and always its last
+    (as dockerd's progress readers): a fast transfer is not slowed by its own reporting."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def due(self, id: str, current: int, total: int) -> bool:
+        now = time.monotonic()
+        if current < total and now - self._last.get(id, 0.0) < self.interval:
+            return False
+        self._last[id] = now
+        return True
 
 
 def error_message(exc: BaseException) -> dict:
