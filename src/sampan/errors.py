@@ -21,6 +21,8 @@ HTTP_STATUS = {NOT_FOUND: 404, CONFLICT: 409, INVALID: 400, FORBIDDEN: 403, UNAV
 # refuses exits 125 (126/127 when the command cannot be run, the container's code otherwise).
 CLI_EXIT_FAILURE = 1
 CLI_EXIT_RUN_FAILURE = 125
+CLI_EXIT_CANNOT_INVOKE = 126     # the command is not executable (a directory, no permission)
+CLI_EXIT_COMMAND_NOT_FOUND = 127
 
 
 class Error(Exception):
