@@ -36,7 +36,7 @@ def test_ping_version_and_negotiation(sampand):
     # with and without the version prefix; too new a version is refused
     from sampan.cli.client import _UnixConnection
     for path, status in (("/version", 200), ("/v1.24/version", 200), ("/v1.99/version", 400),
-                         ("/v1.45/nosuchthing", 404)):
+                         ("/v1.12/version", 400), ("/v1.45/nosuchthing", 404)):
         conn = _UnixConnection(sampand.sock)
         conn.request("GET", path)
         r = conn.getresponse()
@@ -68,7 +68,23 @@ def test_errors_are_docker_json(sampand):
     with pytest.raises(APIError) as e:
         c.call("POST", "/containers/create", None, b"{not json")
     assert e.value.status == 400
+    with pytest.raises(APIError) as e:  # a bad reference is invalid, not an internal error
+        c.call("POST", "/images/busybox/tag", {"repo": "Not/Lower"})
+    assert e.value.status == 400 and "invalid reference format" in e.value.message
+    with pytest.raises(APIError) as e:  # in use by a container: a conflict
+        c.delete("/images/busybox")
+    assert e.value.status == 409 and "conflict" in e.value.message
     c.delete(f"/containers/{cid}")
+    # a start of a running container is "not modified": 304 and no body
+    from sampan.cli.client import _UnixConnection
+    cid = c.post("/containers/create", {"Image": "busybox", "Cmd": ["sleep", "30"]})["Id"]
+    c.post(f"/containers/{cid}/start")
+    conn = _UnixConnection(sampand.sock)
+    conn.request("POST", f"/v1.45/containers/{cid}/start")
+    r = conn.getresponse()
+    assert r.status == 304 and r.read() == b""
+    conn.close()
+    c.delete(f"/containers/{cid}", force=1)
 
 
 def test_hijacked_attach_and_exec_framing(sampand):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .. import API_VERSION, MIN_API_VERSION, __version__
+from .. import API_VERSION, MIN_API_VERSION, __version__, errors
 from .image_service import ImageService
 from .params import json_response
 from .routes import Handler, Route
@@ -44,25 +44,22 @@ def _error_response(status: int, message: str) -> web.Response:
     return json_response({"message": message}, status=status)
 
 
-def _version_refusal(version: str) -> str | None:
+def _check_version(version: str) -> None:
     if _version_tuple(version) > _version_tuple(API_VERSION):
-        return f"client version {version} is too new. Maximum supported API version is {API_VERSION}"
+        raise errors.Invalid(f"client version {version} is too new. Maximum supported API version is {API_VERSION}")
     if _version_tuple(version) < _version_tuple(MIN_API_VERSION):
-        return (f"client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, "
-                f"please upgrade your client to a newer version")
-    return None
+        raise errors.Invalid(f"client version {version} is too old. Minimum supported API version is "
+                             f"{MIN_API_VERSION}, please upgrade your client to a newer version")
 
 
 @web.middleware
 async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    version = request.match_info.get("apiversion")
-    if version:
-        refusal = _version_refusal(version)
-        if refusal:
-            return _error_response(400, refusal)
     try:
+        version = request.match_info.get("apiversion")
+        if version:
+            _check_version(version)
         resp = await handler(request)
-    except web.HTTPException as e:
+    except web.HTTPException as e:  # aiohttp's routing: no such path, method not allowed
         if e.status < 400:
             raise
         return _error_response(e.status, f"page not found: {request.path}" if e.status == 404 else e.reason)

@@ -5,18 +5,12 @@ from .. import errors
 
 
 def status_of(exc: BaseException) -> int:
-    """``errors.http_status`` for errors of a kind. Layers not yet moved to kinds carry an HTTP
-    ``status`` on their classes (engine.errors, image.store): that is honoured meanwhile."""
-    if isinstance(exc, errors.Error):
-        return errors.http_status(exc)
-    legacy = getattr(exc, "status", None)
-    if isinstance(legacy, int) and 300 <= legacy < 600:
-        return legacy
-    if isinstance(exc, LookupError):
-        return 404
-    if isinstance(exc, ValueError):
-        return 400
-    return 500
+    """``errors.http_status``: the status of the error's kind; errors of no kind are internal.
+    The one exception meanwhile: image.reference still raises a plain ValueError for a bad
+    reference ("invalid reference format: ..."), which Docker answers with 400."""
+    if isinstance(exc, ValueError) and not isinstance(exc, errors.Error):
+        return errors.HTTP_STATUS[errors.INVALID]
+    return errors.http_status(exc)
 
 
 def message_of(exc: BaseException) -> str:
