@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Any, BinaryIO, Callable, Iterator, Protocol
+from typing import BinaryIO, Callable, Iterator, Protocol
 
 # A wait the engine has registered: blocks until the condition, returns {"StatusCode", "Error"}.
 PreparedWait = Callable[[], dict]

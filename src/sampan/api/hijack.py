@@ -69,7 +69,7 @@ async def hijack(request: web.Request, tty: bool) -> RawProtocol:
     assert transport is not None
     proto = RawProtocol(transport)
     handler = request.protocol
-    tail = getattr(handler, "_message_tail", b"")
+    tail = handler._message_tail  # type: ignore[attr-defined]  # (aiohttp's, after an upgrade)
     if tail:  # bytes the client sent right after its request (stdin ahead of the upgrade)
         proto.data_received(tail)
         handler._message_tail = b""  # type: ignore[attr-defined]

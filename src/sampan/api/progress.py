@@ -100,8 +100,13 @@ class JSONStream:
             await self.resp.prepare(self.request)
         fut = asyncio.ensure_future(start(emit))
         fut.add_done_callback(lambda f: queue.put_nowait(done))
-        while (msg := await queue.get()) is not done:
-            await self._write(msg)
+        try:
+            while (msg := await queue.get()) is not done:
+                await self._write(msg)
+        except BaseException:
+            # the client went away: the work finishes on its own (what it stored is kept)
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+            raise
         try:
             return fut.result()
         except Exception as e:  # noqa: BLE001 - reported as dockerd does: status or last message
