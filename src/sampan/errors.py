@@ -12,10 +12,11 @@ INVALID = "invalid"
 FORBIDDEN = "forbidden"
 UNAVAILABLE = "unavailable"
 NOT_MODIFIED = "not_modified"  # a no-op request (start of a running container): HTTP 304
+NOT_IMPLEMENTED = "not_implemented"  # a feature this configuration lacks (logs of a `none` log driver)
 INTERNAL = "internal"
 
 HTTP_STATUS = {NOT_FOUND: 404, CONFLICT: 409, INVALID: 400, FORBIDDEN: 403, UNAVAILABLE: 503,
-               NOT_MODIFIED: 304, INTERNAL: 500}
+               NOT_MODIFIED: 304, NOT_IMPLEMENTED: 501, INTERNAL: 500}
 
 # The docker CLI's exit codes: a failed request exits 1, a `run`/`create` that the engine
 # refuses exits 125 (126/127 when the command cannot be run, the container's code otherwise).
@@ -59,6 +60,11 @@ class NotModified(Error):
     kind = NOT_MODIFIED
 
 
+class NotImplemented_(Error):
+    """501 (the name avoids Python's NotImplemented constant)."""
+    kind = NOT_IMPLEMENTED
+
+
 class Internal(Error):
     kind = INTERNAL
 
@@ -75,7 +81,7 @@ def http_status(exc: BaseException) -> int:
 
 def from_kind(kind: str | None, message: str) -> Error:
     """The exception for a kind received over a wire (the supervisor's `code`, an API status)."""
-    cls = {NOT_FOUND: NotFound, CONFLICT: Conflict, INVALID: Invalid, FORBIDDEN: Forbidden,
+    cls = {NOT_FOUND: NotFound, CONFLICT: Conflict, INVALID: Invalid, FORBIDDEN: Forbidden, NOT_IMPLEMENTED: NotImplemented_,
            UNAVAILABLE: Unavailable, NOT_MODIFIED: NotModified}.get(kind or "", Internal)
     return cls(message)
 
