@@ -81,7 +81,8 @@ def http_status(exc: BaseException) -> int:
 
 def from_kind(kind: str | None, message: str) -> Error:
     """The exception for a kind received over a wire (the supervisor's `code`, an API status)."""
-    cls = {NOT_FOUND: NotFound, CONFLICT: Conflict, INVALID: Invalid, FORBIDDEN: Forbidden, NOT_IMPLEMENTED: NotImplemented_,
+    cls = {NOT_FOUND: NotFound, CONFLICT: Conflict, INVALID: Invalid, FORBIDDEN: Forbidden,
+           NOT_IMPLEMENTED: NotImplemented_,
            UNAVAILABLE: Unavailable, NOT_MODIFIED: NotModified}.get(kind or "", Internal)
     return cls(message)
 
