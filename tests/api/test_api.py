@@ -131,6 +131,23 @@ def test_stats_in_dockers_shape(sampand):
     assert e.value.status == 404
 
 
+def test_container_prune_with_filters(sampand):
+    c = sampand.client()
+    keep = c.post("/containers/create", {"Image": "busybox", "Cmd": ["true"], "Labels": {"keep": "1"}})["Id"]
+    gone = c.post("/containers/create", {"Image": "busybox", "Cmd": ["true"], "Labels": {"prune": "me"}})["Id"]
+    running = c.post("/containers/create", {"Image": "busybox", "Cmd": ["sleep", "30"], "Labels": {"prune": "me"}})["Id"]
+    c.post(f"/containers/{running}/start")
+    res = c.post("/containers/prune", filters=json.dumps({"label": ["prune=me"]}))
+    assert res["ContainersDeleted"] == [gone]
+    res = c.post("/containers/prune", filters=json.dumps({"until": ["1"]}))
+    assert res["ContainersDeleted"] is None  # nothing made before 1970
+    with pytest.raises(APIError) as e:
+        c.post("/containers/prune", filters=json.dumps({"bogus": ["x"]}))
+    assert e.value.status == 400
+    ids = {x["Id"] for x in c.get("/containers/json", all=1)}
+    assert keep in ids and running in ids and gone not in ids
+
+
 def test_events_stream(sampand):
     c = sampand.client()
     since = time.time() - 1

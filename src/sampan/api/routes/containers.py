@@ -8,16 +8,17 @@ from typing import Iterator
 
 from aiohttp import web
 
-from ... import errors
+from ... import errors, timefmt
 from .. import hijack
 from ..backend import ContainerBackend
-from ..status import message_of, status_of
+from ..status import message_of
 from ..params import (json_response, query_bool, query_filters, query_int, query_time,
                       read_json_object)
 from ..workers import Workers
 from . import Route
 
 _WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
+_PRUNABLE = ["exited", "created", "dead"]
 _STATS_INTERVAL = 1.0
 
 
@@ -112,16 +113,21 @@ class ContainerRoutes:
         return web.Response(status=204)
 
     async def prune(self, request: web.Request) -> web.Response:
+        """Removes the stopped containers (``label`` and ``until`` filters as Docker's)."""
+        filters = query_filters(request)
+        until = timefmt.parse_time_arg(filters.pop("until", [None])[0])
+        if set(filters) - {"label"}:
+            raise errors.Invalid(f"invalid filter {sorted(set(filters) - {'label'})[0]!r}")
+        stopped = await self.workers.run(self.engine.list, True, {**filters, "status": _PRUNABLE})
         deleted = []
-        stopped = await self.workers.run(self.engine.list, True, {"status": ["exited", "created", "dead"]})
         for container in stopped:
+            if until is not None and container["Created"] > until:
+                continue
             try:
                 await self.workers.run(self.engine.remove, container["Id"], False, False, long=True)
                 deleted.append(container["Id"])
-            except Exception as e:  # noqa: BLE001 - a refusal skips it, a failure is reported
-                if status_of(e) >= 500:
-                    raise
-                # it changed state meanwhile: not prunable
+            except (errors.Conflict, errors.NotFound):
+                pass  # started or removed meanwhile: not prunable
         return json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": 0})
 
     async def wait(self, request: web.Request) -> web.StreamResponse:

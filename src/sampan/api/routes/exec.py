@@ -5,7 +5,7 @@ from aiohttp import web
 
 from .. import hijack
 from ..backend import ContainerBackend
-from ..params import json_response, query_int, read_json_body, read_json_object
+from ..params import json_response, query_int, read_json_object
 from ..workers import Workers
 from . import Route
 
@@ -27,7 +27,7 @@ class ExecRoutes:
 
     async def start(self, request: web.Request) -> web.StreamResponse:
         exec_id = request.match_info["id"]
-        body = await read_json_body(request) or {}
+        body = await read_json_object(request)
         detach, tty = bool(body.get("Detach")), bool(body.get("Tty"))
         if detach:
             await self.workers.run(self.engine.exec_start, exec_id, True, tty, long=True)
