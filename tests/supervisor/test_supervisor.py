@@ -64,7 +64,7 @@ def test_create_start_wait_exit_json_and_list_after_reconnect(sv, make_bundle, t
     with Client(sv.exec_root) as other:
         [c] = other.call("list")["containers"]
     assert c == {"container": cid, "pid": pid, "status": "exited", "exit_code": 7, "oom_killed": False,
-                 "started_at": started, "finished_at": got["finished_at"]}
+                 "started_at": started, "finished_at": got["finished_at"], "paused": False, "runtime": "sampan"}
     with pytest.raises(SupervisorError) as e:
         sv.call("start", container=cid)
     assert e.value.code == "conflict"

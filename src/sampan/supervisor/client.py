@@ -3,7 +3,8 @@
     client = Client(exec_root)
     client.call("create", container=cid, bundle=path, tty=False, stdin=False, log={...})
     sock = client.attach(container=cid, stdin=True)     # a plain socket, stream after the ok line
-    for event in client.subscribe(): ...
+    with client.subscribe(after=seq, epoch=epoch) as events:
+        for event in events: ...                        # events.gap: reconcile with list/exec_state
     ensure_running(root, exec_root) -> the supervisor's pid, starting it when absent
 """
 from __future__ import annotations
@@ -17,17 +18,19 @@ import threading
 import time
 from typing import Any, Iterator
 
+from .. import errors
+
 SOCKET = "supervisor.sock"
 PIDFILE = "supervisor.pid"
 LOCKFILE = "supervisor.lock"
 
 
-class SupervisorError(Exception):
-    """An error reply (code: not_found, conflict, invalid, internal) or an unreachable supervisor
-    (code "unavailable")."""
+class SupervisorError(errors.Error):
+    """An error reply or an unreachable supervisor. `code` (= `kind`) is one of sampan.errors'
+    kinds: not_found, conflict, invalid, internal, or unavailable when it cannot be reached."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, kind=code if code in errors.HTTP_STATUS else errors.INTERNAL)
         self.code = code
         self.message = message
 
@@ -177,23 +180,57 @@ class Client:
         sock, reply = self._stream("exec", fields)
         return reply["pid"], sock
 
-    def subscribe(self) -> Iterator[dict]:
-        """Exit events, one dict each ({"event": "exit", "container" or "exec_id", "exit_code",
-        "oom_killed", "time"}), until the supervisor goes away or the iterator is closed."""
-        sock, _ = self._stream("subscribe", {})  # subscribed now, not at the first next()
-        return self._events(sock)
+    def subscribe(self, after: int | None = None, epoch: int | None = None) -> "Subscription":
+        """Exit events from now on (subscribed when this returns, not at the first next()).
+        With `after` (the `seq` of the last event seen) and `epoch` (of the supervisor that
+        sent it), the events since are replayed first, or `gap` says some are lost."""
+        fields: dict[str, Any] = {}
+        if after is not None:
+            fields["after"] = after
+            if epoch is not None:
+                fields["epoch"] = epoch
+        sock, reply = self._stream("subscribe", fields)
+        return Subscription(sock, reply)
 
-    @staticmethod
-    def _events(sock: socket.socket) -> Iterator[dict]:
-        lines = _Lines(sock)
+
+class Subscription:
+    """The supervisor's exit events, in order: {"event": "exit", "seq", "container" or
+    "exec_id" (+ "container"), "exit_code", "oom_killed", "finished_at"}. Iteration ends when
+    the supervisor goes away (or dropped this subscriber for not reading); resubscribe then
+    with after=last_seq, epoch=epoch, and reconcile (`list`, `exec_state`) when `gap` is set.
+
+    seq: the last event's number when subscribed; epoch: which supervisor numbered them."""
+
+    def __init__(self, sock: socket.socket, reply: dict) -> None:
+        self.sock = sock
+        self.seq = int(reply.get("seq") or 0)
+        self.epoch = reply.get("epoch")
+        self.gap = bool(reply.get("gap"))
+        self.last_seq = self.seq
+        self._lines = _Lines(sock)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        if self.sock.fileno() < 0:
+            raise StopIteration
         try:
-            while True:
-                try:
-                    yield json.loads(lines.line())
-                except SupervisorError:
-                    return
-        finally:
-            sock.close()
+            event = json.loads(self._lines.line())
+        except (SupervisorError, OSError, ValueError):
+            self.close()
+            raise StopIteration from None
+        self.last_seq = int(event.get("seq") or self.last_seq)
+        return event
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # -- starting the supervisor -----------------------------------------------------------
