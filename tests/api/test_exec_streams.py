@@ -1,0 +1,76 @@
+"""exec through sampand as Docker behaves, with docker-py and the docker CLI: a tty exec
+through a real pty (\\n -> \\r\\n), stdout and stderr apart (demux), streamed output as it is
+written, 126/127 for a process that cannot be started (start succeeds, the code is in
+/exec/{id}/json, the error text on the stream), detached execs that keep running."""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import docker
+import pytest
+
+from conftest import DOCKER
+
+
+@pytest.fixture
+def client(sampand):
+    c = docker.DockerClient(base_url=sampand.host, timeout=60)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def box(client):
+    container = client.containers.run("busybox", ["sleep", "1000"], detach=True)
+    yield container
+    container.remove(force=True)
+
+
+def test_tty_exec_goes_through_a_pty(box):
+    code, out = box.exec_run(["sh", "-c", "echo one; echo two"], tty=True)
+    assert (code, out) == (0, b"one\r\ntwo\r\n")
+    code, out = box.exec_run(["tty"], tty=True)
+    assert out.startswith(b"/dev/pts/")
+
+
+def test_demux_keeps_stdout_and_stderr_apart(box):
+    code, (out, err) = box.exec_run(["sh", "-c", "echo out; echo err >&2; echo more"], demux=True)
+    assert (code, out, err) == (0, b"out\nmore\n", b"err\n")
+    code, out = box.exec_run(["sh", "-c", "echo out; exit 3"])
+    assert (code, out) == (3, b"out\n")
+
+
+def test_streamed_output_arrives_as_written(box):
+    result = box.exec_run(["sh", "-c", "echo hello; sleep 1; echo world"], stream=True)
+    started = time.monotonic()
+    first = next(result.output)
+    assert first == b"hello\n" and time.monotonic() - started < 0.9  # before "world" is written
+    assert b"".join(result.output) == b"world\n"
+
+
+@pytest.mark.parametrize("cmd,expected", [(["nonexistent-binary"], 127), (["/etc/passwd"], 126)])
+def test_exec_that_cannot_start_exits_126_127(client, box, cmd, expected):
+    exec_id = client.api.exec_create(box.id, cmd)["Id"]
+    out = client.api.exec_start(exec_id)  # start succeeds (no 500), the error is the output
+    assert b"OCI runtime exec failed" in out
+    info = client.api.exec_inspect(exec_id)
+    assert info["ExitCode"] == expected and info["Running"] is False
+
+
+def test_docker_cli_exit_codes_and_tty(sampand, box):
+    run = lambda *args: subprocess.run([DOCKER, *args], env=sampand.env, capture_output=True, timeout=60)  # noqa: E731
+    assert run("exec", box.id, "nonexistent-binary").returncode == 127
+    assert run("exec", box.id, "sh", "-c", "exit 4").returncode == 4
+    got = run("exec", box.id, "sh", "-c", "echo out; echo err >&2")
+    assert (got.stdout, got.stderr) == (b"out\n", b"err\n")
+
+
+def test_detached_exec_keeps_running(client, box):
+    box.exec_run(["sh", "-c", "sleep 2; touch /tmp/done"], detach=True)
+    code, _ = box.exec_run(["test", "-e", "/tmp/done"])
+    assert code == 1  # still sleeping, not killed when the API call returned
+    deadline = time.monotonic() + 10
+    while box.exec_run(["test", "-e", "/tmp/done"])[0] != 0:
+        assert time.monotonic() < deadline, "the detached exec did not finish"
+        time.sleep(0.2)
