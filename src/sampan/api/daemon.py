@@ -1,6 +1,7 @@
 """`sampand`: serve the Docker Engine API on a unix socket.
 
-sampand --root R --exec-root E [--host unix://PATH] [--insecure-registry HOST]... [--debug]
+sampand --root R --exec-root E [--host unix://PATH] [--insecure-registry HOST]...
+        [--add-runtime NAME=PATH]... [--default-runtime NAME] [--debug]
 Writes <exec_root>/sampand.pid, reconciles the engine on start, removes its socket on exit.
 """
 from __future__ import annotations
@@ -13,13 +14,12 @@ import signal
 import socket
 import sys
 
-DEFAULT_ROOT = "/var/lib/sampan"
-DEFAULT_EXEC_ROOT = "/run/sampan"
+from .. import paths
 
 
 def socket_path(host: str | None, exec_root: str) -> str:
     if not host:
-        return os.path.join(exec_root, "sampan.sock")
+        return paths.api_socket(exec_root)
     if host.startswith("unix://"):
         return host[len("unix://"):]
     if host.startswith("/"):
@@ -27,14 +27,18 @@ def socket_path(host: str | None, exec_root: str) -> str:
     raise SystemExit(f"sampand: only unix:// hosts are supported, not {host!r}")
 
 
-def _make_engine(root: str, exec_root: str):
-    try:
-        from ..engine import containers  # noqa: F401
-    except ImportError as e:
-        logging.getLogger("sampand").warning("engine not available: %s", e)
-        return None
+def _make_engine(args: argparse.Namespace):
     from ..engine.containers import Engine
-    return Engine(root, exec_root, reconcile=False)
+    return Engine(args.root, args.exec_root, reconcile=False, runtimes=args.add_runtime,
+                  default_runtime=args.default_runtime)
+
+
+def _runtime_option(value: str) -> tuple[str, dict]:
+    """--add-runtime NAME=PATH, as dockerd takes it."""
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected NAME=PATH")
+    return name, {"path": path}
 
 
 def _bind(path: str) -> socket.socket:
@@ -72,9 +76,8 @@ async def _serve(args: argparse.Namespace) -> None:
     os.makedirs(args.root, exist_ok=True)
     os.makedirs(args.exec_root, exist_ok=True)
     loop = asyncio.get_running_loop()
-    engine = await loop.run_in_executor(None, _make_engine, args.root, args.exec_root)
-    if engine is not None and hasattr(engine, "reconcile"):
-        await loop.run_in_executor(None, engine.reconcile)
+    engine = await loop.run_in_executor(None, _make_engine, args)
+    await loop.run_in_executor(None, engine.reconcile)
     api = API(engine, args.root, args.exec_root, insecure_registries=args.insecure_registry)
     app = api.app()
     runner = web.AppRunner(app, access_log=logging.getLogger("sampand.access") if args.debug else None,
@@ -113,22 +116,28 @@ async def _serve(args: argparse.Namespace) -> None:
         except (asyncio.TimeoutError, Exception):  # noqa: BLE001
             pass
         api.close()
-        if engine is not None and hasattr(engine, "close"):
-            try:
-                engine.close()
-            except Exception:  # noqa: BLE001
-                pass
+        try:
+            engine.close()
+        except Exception:  # noqa: BLE001 - exiting: what is left is reconciled at the next start
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="sampand", description="The sampan Docker Engine API daemon.")
-    p.add_argument("--root", default=os.environ.get("SAMPAN_ROOT", DEFAULT_ROOT))
-    p.add_argument("--exec-root", default=os.environ.get("SAMPAN_EXEC_ROOT", DEFAULT_EXEC_ROOT))
+    p.add_argument("--root", default=paths.engine_root())
+    p.add_argument("--exec-root", default=paths.exec_root())
     p.add_argument("-H", "--host", default=None, help="unix://PATH (default <exec-root>/sampan.sock)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]|CIDR",
                    help="a registry reached over plain HTTP or unchecked TLS (repeatable; loopback always is)")
+    p.add_argument("--add-runtime", action="append", type=_runtime_option, default=[], metavar="NAME=PATH",
+                   help="an OCI runtime containers can select with --runtime NAME (repeatable)")
+    p.add_argument("--default-runtime", default="sampan", metavar="NAME",
+                   help="the runtime of containers that select none (default: sampan, the built-in one)")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
+    args.add_runtime = dict(args.add_runtime)
+    if args.default_runtime != "sampan" and args.default_runtime not in args.add_runtime:
+        p.error(f"--default-runtime {args.default_runtime}: no such runtime (add it with --add-runtime)")
     args.root = os.path.abspath(args.root)
     args.exec_root = os.path.abspath(args.exec_root)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,

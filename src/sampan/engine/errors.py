@@ -30,3 +30,8 @@ class InvalidParameter(EngineError, errors.Invalid):
 class NotModified(EngineError, errors.NotModified):
     """304: start of a running container, stop of a stopped one."""
     kind = errors.NOT_MODIFIED
+
+
+class Unsupported(EngineError, errors.NotImplemented_):
+    """501: what the container's configuration does not offer (logs of the `none` driver)."""
+    kind = errors.NOT_IMPLEMENTED

@@ -71,20 +71,25 @@ def _env_key(e: str) -> str:
 
 
 def merge_env(base: list[str], extra: list[str]) -> list[str]:
-    """Docker's ReplaceOrAppendEnvValues: later keys replace earlier ones in place."""
+    """Docker's ReplaceOrAppendEnvValues: later keys replace earlier ones in place. An entry
+    without "=" ("-e NAME" the CLI could not resolve) is kept as given, as dockerd keeps it in
+    Config.Env; process_env() leaves it out of the process's environment."""
     out = list(base)
     index = {_env_key(e): i for i, e in enumerate(out)}
     for e in extra:
         k = _env_key(e)
-        if "=" not in e:
-            # "-e NAME" without a value: Docker's CLI resolves it; here it just drops it.
-            continue
         if k in index:
             out[index[k]] = e
         else:
             index[k] = len(out)
             out.append(e)
     return out
+
+
+def process_env(base: list[str], extra: list[str]) -> list[str]:
+    """The environment a process gets: extra merged over base, and a NAME without a value
+    unset (as dockerd does: it removes the variable rather than setting it empty)."""
+    return [e for e in merge_env(base, extra) if "=" in e]
 
 
 def merge_config(image_config: dict, body: dict, container_id: str) -> dict:
@@ -513,8 +518,8 @@ def build(*, container_id: str, config: dict, host_config: dict, rootfs: str, co
     argv = [path, *args]
     if hc.get("Init"):
         argv = [INIT_PATH, "--", *argv]
-    env = merge_env([f"PATH={DEFAULT_PATH}", f"HOSTNAME={config['Hostname']}"]
-                    + (["TERM=xterm"] if config.get("Tty") else []), config.get("Env") or [])
+    env = process_env([f"PATH={DEFAULT_PATH}", f"HOSTNAME={config['Hostname']}"]
+                      + (["TERM=xterm"] if config.get("Tty") else []), config.get("Env") or [])
     cwd = config.get("WorkingDir") or "/"
     if not cwd.startswith("/"):
         raise SpecInputError(f"the working directory '{cwd}' is invalid, it needs to be an absolute path")

@@ -218,11 +218,11 @@ class Store:
             state.update(changes)
             c.execute("UPDATE execs SET state = ? WHERE id = ?", (json.dumps(state), eid))
 
-    def running_execs(self) -> list[tuple[str, str]]:
-        """(exec id, container id) of the execs recorded as running."""
+    def running_execs(self) -> list[str]:
+        """The ids of the execs recorded as running."""
         with self.lock:
-            rows = self.conn.execute("SELECT id, container_id, state FROM execs").fetchall()
-        return [(r[0], r[1]) for r in rows if json.loads(r[2]).get("Running")]
+            rows = self.conn.execute("SELECT id, state FROM execs").fetchall()
+        return [r[0] for r in rows if json.loads(r[1]).get("Running")]
 
     def execs_of(self, cid: str) -> list[str]:
         with self.lock:

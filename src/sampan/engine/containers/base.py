@@ -8,6 +8,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from ...runtime.registry import BUILTIN as BUILTIN_RUNTIME
 from ...timefmt import parse_time_arg
 from ..errors import EngineError, InvalidParameter, NotFound
 from .state import ACTIVE, Status, check_transition, status_of
@@ -58,6 +59,8 @@ class EngineBase:
     _closed: bool
     _sup_client: Client | None
     _start_supervisor: bool
+    runtimes: dict[str, dict]  # name -> {"path", "runtimeArgs"}, as dockerd's info lists them
+    default_runtime: str
     _subscribe: Callable[[], None]  # exits.ExitsMixin
     _catch_up: Callable[[], None]  # exits.ExitsMixin
 
@@ -76,6 +79,17 @@ class EngineBase:
             self._catch_up()  # (what ended while no engine listened: nothing is missed from now on)
             return client
         return self._sup_client
+
+    def _runtime_of(self, rec: dict) -> dict | None:
+        """The supervisor's `runtime` field for the container: None for the built-in runtime,
+        else {"name", "path", "args"} of the runtime its HostConfig.Runtime names."""
+        name = rec["host_config"].get("Runtime") or BUILTIN_RUNTIME
+        if name == BUILTIN_RUNTIME:
+            return None
+        conf = self.runtimes.get(name)
+        if conf is None:  # (configured when it was created, not by this daemon)
+            raise EngineError(f"unknown or invalid runtime name: {name}")
+        return {"name": name, "path": conf.get("path"), "args": list(conf.get("runtimeArgs") or [])}
 
     def _status(self, rec: dict) -> Status:
         """The container's state as operations and the API see it: removing while a removal
@@ -171,8 +185,3 @@ class EngineBase:
                 if left is not None and left <= 0:
                     return False
                 self._changed.wait(0.2 if left is None else min(0.2, left))
-
-
-    def _runtime(self):
-        from ...runtime.container import Runtime
-        return Runtime(root=self.runtime_root)

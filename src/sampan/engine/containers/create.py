@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from ...image.store import ImageError
+from ...logs import jsonfile
 from ...runtime.fsutil import atomic_write, mkdir_all_in, secure_join
 from ...timefmt import ZERO_TIME
 from .. import names as _names
@@ -23,6 +24,33 @@ from .base import EngineBase
 from .state import STOPPED, Status, status_of
 
 IDLE_MOUNT_SECONDS = 2.0  # how long the rootfs create mounted waits for the container's start
+
+LOG_DRIVERS = ("json-file", "none")
+# What dockerd also knows: a typo gets dockerd's message, these an honest refusal.
+_DOCKERD_LOG_DRIVERS = ("local", "syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "etwlogs",
+                        "gcplogs", "logentries")
+_JSON_FILE_OPTIONS = ("max-size", "max-file", "compress", "labels", "labels-regex", "env", "env-regex", "tag")
+
+
+def log_config(requested: dict | None) -> dict:
+    """HostConfig.LogConfig as dockerd stores it ({"Type": "json-file", "Config": {}} when unset);
+    raises InvalidParameter with dockerd's messages for a driver or an option it cannot take."""
+    requested = requested or {}
+    driver = requested.get("Type") or "json-file"
+    options = dict(requested.get("Config") or {})
+    if driver not in LOG_DRIVERS:
+        if driver in _DOCKERD_LOG_DRIVERS:
+            raise InvalidParameter(f"log driver {driver} is not supported by sampan (json-file or none)")
+        raise InvalidParameter(f"logger: no log driver named '{driver}' is registered")
+    for key in options:
+        if driver == "none" or key not in _JSON_FILE_OPTIONS:
+            raise InvalidParameter(f"unknown log opt '{key}' for {driver} log driver")
+    try:
+        jsonfile.size_option(options.get("max-size"))
+        jsonfile.count_option(options.get("max-file"))
+    except ValueError as e:
+        raise InvalidParameter(str(e)) from None
+    return {"Type": driver, "Config": options}
 
 
 class CreateMixin(EngineBase):
@@ -61,7 +89,10 @@ class CreateMixin(EngineBase):
         except _spec.SpecInputError as e:
             raise InvalidParameter(str(e)) from None
         hc.setdefault("NetworkMode", network)
-        hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
+        hc["LogConfig"] = log_config(hc.get("LogConfig"))
+        hc["Runtime"] = hc.get("Runtime") or self.default_runtime
+        if hc["Runtime"] not in self.runtimes:
+            raise InvalidParameter(f"unknown or invalid runtime name: {hc['Runtime']}")
         # Image VOLUMEs not covered by a mount become anonymous volumes.
         covered = {m["Destination"] for m in mounts}
         for dest in sorted((config.get("Volumes") or {}).keys()):

@@ -8,6 +8,7 @@ those that happened while it was down from the supervisor's list and ``exit.json
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from typing import Any, Iterator
 
@@ -16,11 +17,11 @@ from ...supervisor.client import SupervisorError
 from ...timefmt import ZERO_TIME
 from .. import restart as _restart
 from .. import spec as _spec
-from ..errors import EngineError
+from ..errors import EngineError, InvalidParameter
 from ..events import Events
 from ..store import Store
 from ..volumes import Volumes
-from .base import time_arg
+from .base import BUILTIN_RUNTIME, time_arg
 from .create import CreateMixin
 from .exec import ExecMixin
 from .exits import ExitsMixin
@@ -33,8 +34,15 @@ from .system import SystemMixin
 
 class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, StreamsMixin, SystemMixin):
     def __init__(self, root: str, exec_root: str, images: ImageStore | None = None,
-                 start_supervisor: bool = True, reconcile: bool = True) -> None:
+                 start_supervisor: bool = True, reconcile: bool = True,
+                 runtimes: dict[str, dict] | None = None, default_runtime: str = BUILTIN_RUNTIME) -> None:
+        """runtimes: OCI runtimes besides the built-in one, name -> {"path", "runtimeArgs"}
+        (sampand's --add-runtime); default_runtime: for containers that name none."""
         self.root = os.path.abspath(root)
+        self.runtimes = {BUILTIN_RUNTIME: {"path": "sampan-runc"}, **(runtimes or {})}
+        if default_runtime not in self.runtimes:
+            raise InvalidParameter(f"unknown or invalid runtime name: {default_runtime}")
+        self.default_runtime = default_runtime
         self.exec_root = os.path.abspath(exec_root)
         self.runtime_root = os.path.join(self.exec_root, "runtime")
         self.containers_dir = os.path.join(self.root, "containers")
@@ -52,6 +60,7 @@ class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, S
         self._changed = threading.Condition()
         self._sup_lock = threading.Lock()
         self._exit_pool = None
+        self._subscription = None
         self._removal_waits = {}
         self._auto_remove_due = set()
         self._removing: set[str] = set()
@@ -81,6 +90,12 @@ class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, S
         except OSError:
             pass
         self.restarter.close()
+        if self._subscription is not None:  # its reader thread ends (a close alone would not wake it)
+            try:
+                self._subscription.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._subscription.close()
         if self._exit_pool is not None:  # exits being handled finish with the store still open
             self._exit_pool.shutdown(wait=True, cancel_futures=True)
         if self._sup_client is not None:

@@ -37,7 +37,7 @@ class ExecMixin(EngineBase):
             oci = json.load(f)
         proc = dict(oci["process"])
         proc["args"] = list(config["Cmd"])
-        proc["env"] = _spec.merge_env(proc.get("env") or [], config.get("Env") or [])
+        proc["env"] = _spec.process_env(proc.get("env") or [], config.get("Env") or [])
         if config.get("Tty") and not any(e.startswith("TERM=") for e in proc["env"]):
             proc["env"].append("TERM=xterm")
         if config.get("WorkingDir"):

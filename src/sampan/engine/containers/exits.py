@@ -14,13 +14,16 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from typing import TYPE_CHECKING
 
 from ...timefmt import parse_rfc3339, rfc3339
 from .. import restart as _restart
 from ..errors import EngineError
 from .base import EngineBase
 from .state import LIVE, Status, status_of
+
+if TYPE_CHECKING:
+    from ...supervisor.client import Subscription
 
 EXIT_WORKERS = 4  # threads that handle exits (unmounts, auto-removals) side by side
 AUTO_REMOVE_GRACE = 2.0  # seconds an exited AutoRemove container waits for a client's wait
@@ -33,6 +36,7 @@ _LOST_EXEC_EXIT = 137
 
 class ExitsMixin(EngineBase):
     _exit_pool: ThreadPoolExecutor | None
+    _subscription: Subscription | None  # the reader's, closed with the engine
 
     def _subscribe(self) -> None:
         """Subscribes to exits now (the supervisor running) and starts the reader thread of
@@ -41,26 +45,29 @@ class ExitsMixin(EngineBase):
         events = Client(self.exec_root).subscribe()
         threading.Thread(target=self._read_exits, args=(events,), name="exits", daemon=True).start()
 
-    def _read_exits(self, events: Iterator[dict]) -> None:
+    def _read_exits(self, events: Subscription) -> None:
         from ...supervisor.client import Client, SupervisorError, ensure_running
         while True:
+            self._subscription = events
             for event in events:
                 if self._closed:
                     return
                 if event.get("event") == "exit":
                     self._dispatch(event)
-            # The supervisor went away (or dropped us): subscribe to the next one.
+            # The supervisor went away, or dropped us for reading too slowly: subscribe again
+            # from the last event seen (the supervisor replays what it still has).
             while not self._closed:
                 try:
                     if self._start_supervisor:
                         ensure_running(self.root, self.exec_root)
-                    events = Client(self.exec_root).subscribe()
+                    events = Client(self.exec_root).subscribe(after=events.last_seq, epoch=events.epoch)
                     break
                 except (SupervisorError, OSError):
                     time.sleep(RESUBSCRIBE_DELAY)
             if self._closed:
                 return
-            self._guarded(self._catch_up)  # (the supervisor keeps the new events meanwhile)
+            if events.gap:  # (the supervisor keeps the new events meanwhile)
+                self._guarded(self._catch_up)
 
     def _exit_pool_submit(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
         with self._locks_lock:
@@ -80,7 +87,7 @@ class ExitsMixin(EngineBase):
 
     def _dispatch(self, event: dict) -> None:
         exit_fields = {"exit_code": event.get("exit_code"), "oom_killed": bool(event.get("oom_killed")),
-                       "finished_at": event.get("time") or rfc3339()}
+                       "finished_at": event.get("finished_at") or rfc3339()}
         if event.get("exec_id"):
             # Recorded here, in order, at once: a client reads it as soon as the stream ends.
             self._on_exec_exit(str(event["exec_id"]), exit_fields)
@@ -99,7 +106,7 @@ class ExitsMixin(EngineBase):
         try:
             live = {c["container"]: c for c in self._call("list")["containers"]}
         except (SupervisorError, OSError):
-            return  # the reader subscribes again and catches up then
+            return  # the reader subscribes again (and learns of the gap then)
         for rec in recs:
             cid = rec["id"]
             known = live.get(cid)
@@ -113,23 +120,15 @@ class ExitsMixin(EngineBase):
                                                      "finished_at": rfc3339()}
             self._on_exit(cid, fields, after_restart=status_of(rec["state"]) is Status.RESTARTING,
                           run=rec["state"].get("StartedAt"))
-        for exec_id, cid in running_execs:
-            known = live.get(cid)
-            if known is None or known["status"] == "exited":
-                self._on_exec_exit(exec_id, {"exit_code": _LOST_EXEC_EXIT})
-            else:
-                # Still running in a supervisor that dropped our subscription: its `wait`
-                # tells (one short-lived thread per such exec, only in this rare case).
-                threading.Thread(target=self._wait_exec, args=(exec_id,), name="exec-catch-up",
-                                 daemon=True).start()
-
-    def _wait_exec(self, exec_id: str) -> None:
-        from ...supervisor.client import Client, SupervisorError
-        try:
-            fields = Client(self.exec_root).call("wait", exec_id=exec_id)
-        except SupervisorError:
-            fields = {"exit_code": _LOST_EXEC_EXIT}
-        self._on_exec_exit(exec_id, fields)
+        for exec_id in running_execs:
+            try:
+                known = self._call("exec_state", exec_id=exec_id)
+            except SupervisorError as e:
+                if e.code != "not_found":
+                    continue  # asked again at the next catch-up
+                known = {"status": "exited", "exit_code": _LOST_EXEC_EXIT}  # gone with its supervisor
+            if known.get("status") == "exited":
+                self._on_exec_exit(exec_id, known)
 
     def _on_exec_exit(self, exec_id: str, fields: dict) -> None:
         ex = self.store.exec(exec_id)

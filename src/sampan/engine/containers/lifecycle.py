@@ -87,12 +87,17 @@ class LifecycleMixin(EngineBase):
             self.images.snapshots.mount(cid)
         except Exception as e:  # noqa: BLE001
             raise EngineError(f"failed to mount the rootfs: {e}") from None
-        log_cfg = (hc.get("LogConfig") or {}).get("Config") or {}
+        log = hc.get("LogConfig") or {}
+        log_cfg = log.get("Config") or {}
+        runtime = self._runtime_of(rec)
         fields: dict[str, Any] = {
             "container": cid, "bundle": self._bundle(cid), "tty": bool(cfg.get("Tty")),
-            "stdin": bool(cfg.get("OpenStdin")),
-            "log": {"path": self._log_path(cid), "max_size": log_cfg.get("max-size") or None,
-                    "max_file": int(log_cfg.get("max-file") or 0) or None}}
+            "stdin": bool(cfg.get("OpenStdin"))}
+        if log.get("Type", "json-file") == "json-file":  # (the `none` driver: no log file at all)
+            fields["log"] = {"path": self._log_path(cid), "max_size": log_cfg.get("max-size") or None,
+                             "max_file": int(log_cfg.get("max-file") or 0) or None}
+        if runtime is not None:
+            fields["runtime"] = runtime
         size = hc.get("ConsoleSize")
         if cfg.get("Tty") and isinstance(size, list) and len(size) == 2 and all(size):
             fields["console_size"] = size
@@ -104,7 +109,7 @@ class LifecycleMixin(EngineBase):
                     raise
                 # A leftover of an earlier run: the supervisor's, or (after a supervisor
                 # restart) one only the runtime still knows.
-                self._discard_leftover(cid)
+                self._discard_leftover(cid, runtime)
                 created = self._call("create", **fields)
         except SupervisorError:
             self._unmount(cid)
@@ -121,16 +126,14 @@ class LifecycleMixin(EngineBase):
                 raise EngineError(f"failed to set up the container's network: {e}") from None
         return pid
 
-    def _discard_leftover(self, cid: str) -> None:
+    def _discard_leftover(self, cid: str, runtime: dict | None = None) -> None:
+        """Deletes what the supervisor (or, after a supervisor restart, only the container's
+        runtime) still holds of an earlier run."""
         from ...supervisor.client import SupervisorError
         self._prepared.pop(cid, None)
         try:
-            self._call("delete", container=cid)
+            self._call("delete", container=cid, **({"runtime": runtime} if runtime else {}))
         except SupervisorError:
-            pass
-        try:
-            self._runtime().delete(cid, force=True)
-        except Exception:  # noqa: BLE001 - nothing there
             pass
 
     def _start_locked(self, rec: dict) -> None:
@@ -225,35 +228,38 @@ class LifecycleMixin(EngineBase):
 
     # ------------------------------------------------------------------ pause
     def _thaw(self, cid: str) -> None:
+        from ...supervisor.client import SupervisorError
         try:
-            self._runtime().resume(cid)
-        except Exception:  # noqa: BLE001
-            pass
+            self._call("resume", container=cid)
+        except SupervisorError:
+            pass  # not paused, or exited meanwhile
         with self._lock(cid):  # (an exit handled meanwhile has made it exited: it stays so)
             rec = self.store.get(cid)
             if rec is not None and status_of(rec["state"]) is Status.PAUSED:
                 self._set_status(cid, Status.RUNNING, Paused=False)
 
     def pause(self, ref: str) -> None:
+        from ...supervisor.client import SupervisorError
         rec = self._get(ref)
         cid = rec["id"]
         with self._lock(cid):
             require("pause", self._status(self._get(cid)), ref, cid, rec["name"])
             try:
-                self._runtime().pause(cid)
-            except Exception as e:  # noqa: BLE001
+                self._call("pause", container=cid)
+            except SupervisorError as e:
                 raise EngineError(f"cannot pause container {cid}: {e}") from None
             self._set_status(cid, Status.PAUSED, Paused=True)
         self._emit(rec, "pause")
 
     def unpause(self, ref: str) -> None:
+        from ...supervisor.client import SupervisorError
         rec = self._get(ref)
         cid = rec["id"]
         with self._lock(cid):
             require("unpause", self._status(self._get(cid)), ref, cid, rec["name"])
             try:
-                self._runtime().resume(cid)
-            except Exception as e:  # noqa: BLE001
+                self._call("resume", container=cid)
+            except SupervisorError as e:
                 raise EngineError(f"cannot unpause container {cid}: {e}") from None
             self._set_status(cid, Status.RUNNING, Paused=False)
         self._emit(rec, "unpause")
@@ -351,11 +357,7 @@ class LifecycleMixin(EngineBase):
             return
         for name in names:
             if len(name) == 64 and name not in known and all(ch in "0123456789abcdef" for ch in name):
-                self._remove_files(name)
-                try:  # (what only the runtime still knows, after a supervisor restart)
-                    self._runtime().delete(name, force=True)
-                except Exception:  # noqa: BLE001 - nothing there
-                    pass
+                self._remove_files(name)  # (the supervisor's delete clears the runtime's state too)
 
     def rename(self, ref: str, new_name: str) -> None:
         rec = self._get(ref)

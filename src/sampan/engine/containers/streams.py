@@ -8,7 +8,7 @@ import threading
 from typing import Any, Iterator
 
 from ...logs import jsonfile
-from ..errors import Conflict, EngineError, InvalidParameter, NotFound
+from ..errors import Conflict, EngineError, InvalidParameter, NotFound, Unsupported
 from .base import EngineBase, time_arg
 from .state import ACTIVE, STOPPED, Status, require, status_of
 
@@ -26,6 +26,8 @@ class StreamsMixin(EngineBase):
              stop: threading.Event | None = None) -> Iterator[tuple[str, bytes]]:
         rec = self._get(ref)
         cid = rec["id"]
+        if (rec["host_config"].get("LogConfig") or {}).get("Type") == "none":
+            raise Unsupported("configured logging driver does not support reading")
         try:
             lines = jsonfile.parse_tail(tail)
         except ValueError as e:

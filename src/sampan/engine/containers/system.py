@@ -8,6 +8,7 @@ import time
 
 from ... import API_VERSION, MIN_API_VERSION, __version__
 from .base import EngineBase
+from .create import LOG_DRIVERS
 from .state import ACTIVE, STOPPED, Status, status_of
 
 
@@ -50,7 +51,7 @@ class SystemMixin(EngineBase):
             "ContainersPaused": count(frozenset({Status.PAUSED})), "ContainersStopped": count(STOPPED),
             "Images": len(self.images.list()), "Driver": "overlay2", "DriverStatus": [],
             "Plugins": {"Volume": ["local"], "Network": ["host", "none"], "Authorization": None,
-                        "Log": ["json-file"]},
+                        "Log": list(LOG_DRIVERS)},
             "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
             "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True,
             "Debug": False, "NFd": len(os.listdir("/proc/self/fd")), "NGoroutines": threading.active_count(),
@@ -63,7 +64,7 @@ class SystemMixin(EngineBase):
             "NCPU": os.cpu_count() or 1, "MemTotal": _mem_total(), "DockerRootDir": self.root,
             "HttpProxy": "", "HttpsProxy": "", "NoProxy": "", "Name": platform.node(), "Labels": [],
             "ExperimentalBuild": False, "ServerVersion": __version__,
-            "Runtimes": {"sampan": {"path": "sampan-runc"}}, "DefaultRuntime": "sampan",
+            "Runtimes": self.runtimes, "DefaultRuntime": self.default_runtime,
             "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": False,
                       "Error": "", "RemoteManagers": None},
             "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "",
