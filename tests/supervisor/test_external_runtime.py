@@ -123,3 +123,15 @@ def test_unknown_runtime_is_invalid(sv, make_bundle):
         sv.run(make_bundle("d").args("true"), runtime={"name": "gone", "path": "/nonexistent/runc"})
     assert "no such file" in str(e.value)
     assert sv.call("list")["containers"] == []
+
+
+def test_container_starts_with_default_signal_dispositions(sv, make_bundle, runc_root):
+    """The supervisor ignores SIGHUP and SIGPIPE itself; a runtime it runs must not pass that
+    on to the container (ignored signals survive execve)."""
+    cid = sv.run(make_bundle("c").args("grep", "SigIgn", "/proc/self/status"), start=False, runtime=_runtime())
+    s = sv.client.attach(container=cid)
+    sv.call("start", container=cid)
+    out, _ = demux(read_all(s))
+    s.close()
+    assert out.split() == [b"SigIgn:", b"0000000000000000"]
+    sv.call("delete", container=cid)

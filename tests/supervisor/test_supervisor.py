@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sampan.runtime.container import Runtime
-from sampan.supervisor.client import Client, SupervisorError
+from sampan.supervisor.client import Client, SupervisorError, ensure_running
 from svhelpers import demux, read_all, wait_until
 
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
@@ -386,3 +386,109 @@ def test_container_does_not_inherit_supervisor_signal_dispositions(sv, make_bund
     s.close()
     assert out.split() == [b"SigBlk:", b"0" * 16, b"SigIgn:", b"0" * 16]
     sv.call("delete", container=cid)
+
+
+def test_exit_recorded_before_the_stream_ends(sv, make_bundle):
+    """The ordering the engine relies on: once an exec's (or a container's) attach stream has
+    ended, exec_state / list answer its exit, never a stale running/None."""
+    cid = sv.run(make_bundle("c").args("sleep", "1000"))
+    for n in range(200):
+        code = n % 7
+        pid, s = sv.client.exec_attached(cid, f"x{n}", {"args": ["sh", "-c", f"echo {n}; exit {code}"], "cwd": "/",
+                                                        "env": ["PATH=/bin"]})
+        assert demux(read_all(s)) == (b"%d\n" % n, b"")
+        s.close()
+        state = sv.call("exec_state", exec_id=f"x{n}")
+        assert (state["status"], state["exit_code"]) == ("exited", code), n
+    sv.call("delete", container=cid)
+    for n in range(20):
+        other = sv.run(make_bundle(f"r{n}").sh(f"echo hi; exit {n}"), start=False)
+        s = sv.client.attach(container=other)
+        sv.call("start", container=other)
+        assert demux(read_all(s)) == (b"hi\n", b"")
+        s.close()
+        [c] = sv.call("list")["containers"]
+        assert (c["status"], c["exit_code"]) == ("exited", n)
+        sv.call("delete", container=other)
+
+
+def test_subscribe_replays_after_seq_and_reports_gaps(sv, make_bundle):
+    first = sv.client.subscribe()
+    assert first.gap is False
+    ids = [sv.run(make_bundle(f"c{n}").sh(f"exit {n}")) for n in range(3)]
+    got = [next(first) for _ in ids]
+    assert [e["container"] for e in got] == ids and [e["exit_code"] for e in got] == [0, 1, 2]
+    assert [e["seq"] for e in got] == [first.seq + 1, first.seq + 2, first.seq + 3]
+    first.close()
+    # missed while not subscribed: replayed, in order, before new events
+    late = sv.run(make_bundle("late").sh("exit 9"))
+    sv.call("wait", container=late)
+    again = sv.client.subscribe(after=got[0]["seq"], epoch=first.epoch)
+    assert again.gap is False
+    assert [e["container"] for e in (next(again), next(again), next(again))] == ids[1:] + [late]
+    again.close()
+    other = sv.client.subscribe(after=0, epoch=first.epoch + 1)  # another supervisor's numbers
+    assert other.gap is True
+    other.close()
+    for cid in ids + [late]:
+        sv.call("delete", container=cid)
+
+
+def test_exec_that_cannot_start_is_an_exited_exec(sv, make_bundle):
+    cid = sv.run(make_bundle("c").args("sleep", "1000"))
+    events = sv.client.subscribe()
+    pid, s = sv.client.exec_attached(cid, "missing", {"args": ["nope"], "cwd": "/", "env": ["PATH=/bin"]})
+    out, err = demux(read_all(s))
+    s.close()
+    assert pid == 0 and out.startswith(b"OCI runtime exec failed: ") and b"nope" in out and err == b""
+    state = sv.call("exec_state", exec_id="missing")
+    assert (state["status"], state["exit_code"]) == ("exited", 127) and "nope" in state["error"]
+    ev = next(events)
+    assert (ev["exec_id"], ev["container"], ev["exit_code"]) == ("missing", cid, 127)
+    events.close()
+    reply = sv.call("exec", container=cid, exec_id="noexec", detach=True,
+                    process={"args": ["/etc/passwd"], "cwd": "/", "env": ["PATH=/bin"]})
+    assert (reply["pid"], reply["exit_code"]) == (0, 126) and reply["error"]
+    assert sv.call("wait", exec_id="noexec")["exit_code"] == 126
+    sv.call("delete", container=cid)
+
+
+def test_pause_resume_update_pids_stats(sv, make_bundle):
+    cid = sv.run(make_bundle("c").args("sleep", "1000"))
+    [c] = sv.call("list")["containers"]
+    assert sv.call("pids", container=cid)["pids"] == [c["pid"]]
+    sv.call("update", container=cid, resources={"pids": {"limit": 40}})
+    stats = sv.call("stats", container=cid)["stats"]
+    assert stats["pids"] == {"current": 1, "limit": 40}
+    sv.call("pause", container=cid)
+    assert sv.call("list")["containers"][0]["paused"] is True
+    with pytest.raises(SupervisorError) as e:
+        sv.call("exec", container=cid, exec_id="p", process={"args": ["true"], "cwd": "/"})
+    assert e.value.code == "conflict"
+    sv.call("resume", container=cid)
+    with pytest.raises(SupervisorError) as e:
+        sv.call("resume", container=cid)
+    assert e.value.code == "conflict"
+    sv.call("pause", container=cid)
+    sv.call("delete", container=cid)  # a paused one is thawed and killed
+    assert sv.call("list")["containers"] == []
+    with pytest.raises(SupervisorError) as e:
+        sv.call("pause", container=cid)
+    assert e.value.code == "not_found" and e.value.kind == "not_found"
+
+
+def test_delete_of_a_leftover_only_the_runtime_knows(sv, make_bundle):
+    """What an earlier supervisor left (the runtime's state of a container it held)."""
+    cid = sv.new_id()
+    sv.call("create", container=cid, bundle=make_bundle("c").args("sleep", "1000").write())
+    os.kill(sv.pid, signal.SIGTERM)  # leaves the container running, as documented
+    wait_until(lambda: not sv.alive(), 10, what="the supervisor to exit")
+    sv.pid = ensure_running(sv.root, sv.exec_root)
+    sv.watch.watch_pid(sv.pid)
+    sv.client.close()
+    assert sv.call("list")["containers"] == []
+    assert sv.call("delete", container=cid)["leftover"] is True
+    assert not os.path.exists(os.path.join(sv.runtime_root, cid))
+    with pytest.raises(SupervisorError) as e:
+        sv.call("delete", container=cid)
+    assert e.value.code == "not_found"

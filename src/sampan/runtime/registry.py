@@ -20,7 +20,6 @@ from typing import Any, Callable
 from .api import Runtime
 from .container import Runtime as LinuxRuntime
 from .errors import RuntimeError_
-from .external import ExternalRuntime
 
 BUILTIN = "sampan"
 RUNC = "runc"
@@ -104,6 +103,7 @@ class Registry:
         key = (name, binary, argv)
         runtime = self._built.get(key)
         if runtime is None:
+            from .external import ExternalRuntime  # (subprocess, tempfile: only when one is used)
             runtime = ExternalRuntime(name, binary, os.path.join(self.exec_root, "runtimes", name), list(argv))
             self._built[key] = runtime
         return runtime

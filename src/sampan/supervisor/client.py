@@ -18,9 +18,8 @@ import threading
 import time
 from typing import Any, Iterator
 
-from .. import errors
+from .. import errors, paths
 
-SOCKET = "supervisor.sock"
 PIDFILE = "supervisor.pid"
 LOCKFILE = "supervisor.lock"
 
@@ -39,7 +38,7 @@ class SupervisorError(errors.Error):
 
 
 def _connect(exec_root: str, timeout: float | None) -> socket.socket:
-    path = os.path.join(exec_root, SOCKET)
+    path = paths.supervisor_socket(exec_root)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -48,7 +47,7 @@ def _connect(exec_root: str, timeout: float | None) -> socket.socket:
         else:  # socket paths are limited to 108 bytes: connect through /proc/self/fd
             dfd = os.open(exec_root, os.O_PATH | os.O_CLOEXEC)
             try:
-                sock.connect(f"/proc/self/fd/{dfd}/{SOCKET}")
+                sock.connect(f"/proc/self/fd/{dfd}/{os.path.basename(path)}")
             finally:
                 os.close(dfd)
     except OSError as e:

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from .. import errors, fastjson
+from .. import errors, fastjson, paths
 from ..runtime.errors import BadState, ContainerExists, ContainerNotFound, RuntimeError_
 from ..runtime.fsutil import atomic_write
 from ..runtime.registry import BuiltinRuntime, Registry
@@ -48,7 +48,7 @@ class Loop:
         self.draining: list[Proc] = []
         self.stopping = False
         self.listener: socket.socket | None = None
-        self.sock_path = os.path.join(self.exec_root, "supervisor.sock")
+        self.sock_path = paths.supervisor_socket(self.exec_root)
         self.pid_path = os.path.join(self.exec_root, "supervisor.pid")
         self._wake_r = self._wake_w = -1
         self._devnull = -1
@@ -89,7 +89,7 @@ class Loop:
         cwd = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
         try:  # relative bind: socket paths are limited to 108 bytes
             os.chdir(self.exec_root)
-            sock.bind("supervisor.sock")
+            sock.bind(os.path.basename(self.sock_path))
         finally:
             os.fchdir(cwd)
             os.close(cwd)
