@@ -60,8 +60,8 @@ def test_run_imports_neither_argparse_nor_re():
             "from sampan.cli import main\n"
             "a = ['run', '--rm', '-e', 'A=1', 'busybox', 'true']\n"
             "ns = main._fast_args(a, main.command_of(a))\n"
-            "from sampan.cli import containers; containers.create_body(ns)\n"
-            "print(sorted({'argparse', 're', 'json', 'typing', 'http.client', 'threading'} & set(sys.modules)))"
+            "from sampan.cli import createflags; createflags.create_body(ns)\n"
+            "print(sorted({'argparse', 're', 'json', 'typing', 'http.client', 'threading', 'rich'} & set(sys.modules)))"
             % str(SRC))
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -14,15 +14,12 @@ import struct
 import sys
 import time
 
-from .. import fastjson
+from .. import API_VERSION, fastjson, paths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # without importing typing at run time
     from typing import Any, Iterator
 
-API_VERSION = "1.45"
-DEFAULT_ROOT = "/var/lib/sampan"
-DEFAULT_EXEC_ROOT = "/run/sampan"
 _CHUNK = 65536
 
 
@@ -34,7 +31,7 @@ class APIError(Exception):
 
 
 class DaemonUnavailable(Exception):
-    pass
+    """No daemon answers at the socket (and none could be started)."""
 
 
 def __getattr__(name: str) -> Any:
@@ -61,7 +58,7 @@ def __getattr__(name: str) -> Any:
 
 def socket_path(host: str | None, exec_root: str) -> str:
     if not host:
-        return os.path.join(exec_root, "sampan.sock")
+        return paths.api_socket(exec_root)
     if host.startswith("unix://"):
         return host[len("unix://"):]
     if host.startswith("/"):
@@ -240,10 +237,10 @@ class Client:
                 starter, self.starter = self.starter, None
                 starter(self)
                 s.connect(self.path)
-        except (FileNotFoundError, ConnectionRefusedError) as e:
+        except (FileNotFoundError, ConnectionRefusedError):
             s.close()
             raise DaemonUnavailable(f"Cannot connect to the sampan daemon at unix://{self.path}. "
-                                    f"Is the sampan daemon running? ({e.strerror})") from None
+                                    "Is the sampan daemon running?") from None
         except BaseException:
             s.close()
             raise
@@ -317,8 +314,10 @@ class Client:
     def delete(self, path: str, **query: Any) -> Any:
         return self.call("DELETE", path, query)
 
-    def json_lines(self, method: str, path: str, query: dict | None = None, body: Any = None) -> Iterator[dict]:
-        resp = self.open(method, path, query, body)
+    def json_lines(self, method: str, path: str, query: dict | None = None, body: Any = None,
+                   headers: dict | None = None) -> Iterator[dict]:
+        """The messages of a JSON stream (pull, push, load, import), as they come."""
+        resp = self.open(method, path, query, body, headers)
         buf = b""
         while True:
             chunk = resp.read1(_CHUNK)
@@ -414,7 +413,7 @@ def connect(args: Any) -> Client:
 
 
 def _exec_root(args: Any) -> str:
-    return getattr(args, "exec_root", None) or os.environ.get("SAMPAN_EXEC_ROOT") or DEFAULT_EXEC_ROOT
+    return getattr(args, "exec_root", None) or paths.exec_root()
 
 
 def ensure_daemon(client: Client, args: Any) -> None:
@@ -422,7 +421,7 @@ def ensure_daemon(client: Client, args: Any) -> None:
     if client.ping():
         return
     host = getattr(args, "host", None) or os.environ.get("SAMPAN_HOST")
-    root = getattr(args, "root", None) or os.environ.get("SAMPAN_ROOT") or DEFAULT_ROOT
+    root = getattr(args, "root", None) or paths.engine_root()
     exec_root = _exec_root(args)
     start_daemon(root, exec_root, host)
     deadline = time.monotonic() + 30

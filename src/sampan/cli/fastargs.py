@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+from .. import paths
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
@@ -213,8 +215,7 @@ def parse(rec: Recorder, args: list[str]) -> dict[str, Any] | None:
 def parse_command_line(argv: list[str], command: str, register: Callable[[Any], None]) -> dict[str, Any] | None:
     """The global options (as main.build_parser declares them), ``command``, then the flags
     that ``register(subparsers)`` declares for it; None to let argparse do it."""
-    glob = {"root": os.environ.get("SAMPAN_ROOT", "/var/lib/sampan"),
-            "exec_root": os.environ.get("SAMPAN_EXEC_ROOT", "/run/sampan"),
+    glob = {"root": paths.engine_root(), "exec_root": paths.exec_root(),
             "host": os.environ.get("SAMPAN_HOST")}
     names = {"--root": "root", "--exec-root": "exec_root", "-H": "host", "--host": "host"}
     i = 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import sys
 
+from .. import errors, paths
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # argparse is imported when a command line needs it (not `run`, `create`)
     import argparse
-
-DEFAULT_ROOT = "/var/lib/sampan"
 
 # Global options that take a value (to find the command word without parsing everything).
 _GLOBAL_VALUE_OPTIONS = ("--root", "--exec-root", "-H", "--host")
@@ -70,22 +70,23 @@ def parser_class() -> type:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command; with ``command``, one that knows only that command (when
     it is a container verb): building them all costs more than a container start."""
-    parser = parser_class()(prog="sampan", description="A container engine built from the Linux kernel up.")
-    parser.add_argument("--root", default=os.environ.get("SAMPAN_ROOT", DEFAULT_ROOT),
-                        help="engine state directory (default $SAMPAN_ROOT or /var/lib/sampan)")
-    parser.add_argument("--exec-root", default=os.environ.get("SAMPAN_EXEC_ROOT", "/run/sampan"),
-                        help="runtime state directory (default $SAMPAN_EXEC_ROOT or /run/sampan)")
+    parser = parser_class()(prog="sampan", description="A container engine built from the Linux kernel up")
+    parser.add_argument("--root", default=paths.engine_root(),
+                        help=f"Engine state directory of the daemon started for you (default $SAMPAN_ROOT or "
+                        f"{paths.ENGINE_ROOT})")
+    parser.add_argument("--exec-root", default=paths.exec_root(),
+                        help=f"Runtime state directory (default $SAMPAN_EXEC_ROOT or {paths.EXEC_ROOT})")
     parser.add_argument("-H", "--host", default=os.environ.get("SAMPAN_HOST"),
-                        help="daemon socket (unix://PATH; default <exec-root>/sampan.sock)")
+                        help="Daemon socket to connect to (unix://PATH; default <exec-root>/sampan.sock)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from . import containers
     if command is not None and command in containers.COMMANDS:
         containers.register(sub, only=command)
         return parser
-    system = sub.add_parser("system", help="manage sampan").add_subparsers(dest="system_command", metavar="COMMAND")
+    system = sub.add_parser("system", help="Manage sampan").add_subparsers(dest="system_command", metavar="COMMAND")
     containers.register(sub)
-    containers.register_system(sub, system)
-    from . import images
+    from . import images, system as system_verbs
+    system_verbs.register(sub, system)
     images.register(sub)
     return parser
 
@@ -118,10 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
-    except Exception as e:  # noqa: BLE001 - one line and a non-zero exit, as docker does
-        from ..runtime.errors import describe
-        print(f"Error: {describe(e)}", file=sys.stderr)
-        return 125
+    except Exception as e:  # noqa: BLE001 - a failure of the CLI itself: one line, as docker's
+        print(f"sampan: {type(e).__name__}: {e}", file=sys.stderr)
+        return errors.CLI_EXIT_FAILURE
 
 
 def entry() -> None:
