@@ -104,3 +104,40 @@ def test_unknown_runtime_refused_at_create(runc_engine):
     from sampan.engine.errors import InvalidParameter
     with pytest.raises(InvalidParameter, match="nosuch"):
         eng.create({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Runtime": "nosuch"}})
+
+
+def _api_conftest():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "api" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_api_conftest", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_docker_cli_runtime_runc_through_sampand(tmp_path_factory, host_watch):
+    """sampand --add-runtime runc=PATH; docker run --runtime runc, as with dockerd."""
+    import subprocess
+    api = _api_conftest()
+    d = api.start_daemon(tmp_path_factory, ("--add-runtime", f"runc={RUNC}"))
+    host_watch.watch_root(os.path.join(d.exec_root, "runtimes", "runc"))
+    try:
+        def docker(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([api.DOCKER, *args], env=d.env, capture_output=True, timeout=60)
+        got = docker("run", "--rm", "--runtime", "runc", "busybox", "sh", "-c", "echo hi; echo err >&2; exit 3")
+        assert (got.returncode, got.stdout, got.stderr) == (3, b"hi\n", b"err\n")
+        cid = docker("run", "-d", "--runtime", "runc", "busybox", "sleep", "1000").stdout.decode().strip()
+        host_watch.watch_id(cid)
+        assert docker("inspect", "-f", "{{.HostConfig.Runtime}}", cid).stdout.strip() == b"runc"
+        assert docker("exec", cid, "sh", "-c", "exit 4").returncode == 4
+        assert docker("exec", cid, "nonexistent-binary").returncode == 127
+        assert docker("pause", cid).returncode == 0
+        assert docker("inspect", "-f", "{{.State.Status}}", cid).stdout.strip() == b"paused"
+        assert docker("unpause", cid).returncode == 0
+        assert docker("rm", "-f", cid).returncode == 0
+        assert not os.path.exists(os.path.join(d.exec_root, "runtimes", "runc", cid))
+        got = docker("run", "--rm", "--runtime", "nosuch", "busybox", "true")
+        assert got.returncode == 125 and b"nosuch" in got.stderr
+    finally:
+        api.stop_daemon(d)
