@@ -4,8 +4,11 @@ reaches the process as stdin EOF. Also Docker's multiplexed framing for non-tty 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import socket
 import struct
+import termios
+import time
 
 from aiohttp import web
 
@@ -15,6 +18,8 @@ RAW_STREAM = "application/vnd.docker.raw-stream"
 MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
 STREAM_NUMBERS = {"stdin": 0, "stdout": 1, "stderr": 2}
 _BACKPRESSURE_BYTES = 1 << 20
+_HEADERS_READ_TIMEOUT = 0.05
+_HEADERS_READ_POLL = 0.0005
 
 
 def content_type(tty: bool) -> str:
@@ -76,7 +81,32 @@ async def hijack(request: web.Request, tty: bool) -> RawProtocol:
     transport.set_protocol(proto)
     transport.resume_reading()
     request["hijack_response"] = resp
+    await _until_headers_read(transport)
     return proto
+
+
+def _unread_by_peer(sock: socket.socket) -> int:
+    """Bytes sent on a unix or TCP socket that the peer has not read yet (SIOCOUTQ)."""
+    buf = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    return int.from_bytes(buf, "little", signed=True)
+
+
+async def _until_headers_read(transport: asyncio.Transport) -> None:
+    """Wait (a moment at most) until the client has read the answer's headers. A client that
+    parses them with a buffered reader and then reads the stream from the raw socket (docker-py)
+    loses output that arrived in the same read as the headers; Docker's slower process start
+    leaves it that moment, a fast exec would not."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    deadline = time.monotonic() + _HEADERS_READ_TIMEOUT
+    while time.monotonic() < deadline and not transport.is_closing():
+        try:
+            if transport.get_write_buffer_size() == 0 and _unread_by_peer(sock) <= 0:
+                return
+        except OSError:
+            return  # not a socket that can tell: no wait
+        await asyncio.sleep(_HEADERS_READ_POLL)
 
 
 async def bridge(proto: RawProtocol, sock: socket.socket | None, stdin: bool) -> None:

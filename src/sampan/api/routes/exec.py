@@ -6,6 +6,7 @@ from aiohttp import web
 from .. import hijack
 from ..backend import ContainerBackend
 from ..params import json_response, query_int, read_json_object
+from ..status import message_of
 from ..workers import Workers
 from . import Route
 
@@ -33,9 +34,18 @@ class ExecRoutes:
             await self.workers.run(self.engine.exec_start, exec_id, True, tty, long=True)
             return web.Response(status=200)
         size = body.get("ConsoleSize")
-        sock = await self.workers.run(self.engine.exec_start, exec_id, False, tty,
-                                      size if size and any(size) else None, long=True)
+        await self.workers.run(self.engine.exec_inspect, exec_id)  # no such exec: a 404, not a stream
+        # The 101 goes out before the process starts, as dockerd does: a client that reads the
+        # stream from the raw socket after parsing the headers with a buffered reader (docker-py)
+        # would lose output that came in the same read as the headers.
         proto = await hijack.hijack(request, tty)
+        sock = None
+        try:
+            sock = await self.workers.run(self.engine.exec_start, exec_id, False, tty,
+                                          size if size and any(size) else None, long=True)
+        except Exception as e:  # noqa: BLE001 - after the 101, an error is text in the stream (as dockerd)
+            text = (message_of(e) + "\r\n").encode()
+            proto.transport.write(text if tty else hijack.frame("stdout", text))
         try:
             await hijack.bridge(proto, sock, stdin=True)
         finally:
