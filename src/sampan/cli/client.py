@@ -407,9 +407,12 @@ def connect(args: Any) -> Client:
     sampand (detached, logging to <exec_root>/sampand.log) when that socket does not answer.
 
     The daemon is not pinged first: when it is down, the first connection fails at once (no
-    socket, or nobody listening) and the client then starts it (``ensure_daemon``)."""
+    socket, or nobody listening) and the client then starts it (``ensure_daemon``). A daemon
+    named by --host is only connected to, as the docker CLI does: "Cannot connect" when down."""
     host = getattr(args, "host", None) or os.environ.get("SAMPAN_HOST")
-    return Client(socket_path(host, _exec_root(args)), starter=lambda client: ensure_daemon(client, args))
+    if host:
+        return Client(socket_path(host, _exec_root(args)))
+    return Client(socket_path(None, _exec_root(args)), starter=lambda client: ensure_daemon(client, args))
 
 
 def _exec_root(args: Any) -> str:
