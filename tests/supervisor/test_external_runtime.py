@@ -90,6 +90,9 @@ def test_exec_kill_pause_resume_update_pids_stats(sv, make_bundle, runc_root):
     with pytest.raises(SupervisorError) as e:
         sv.call("pause", container=cid)
     assert e.value.code == "conflict"
+    with pytest.raises(SupervisorError) as e:  # refused, not an exec that "exits 126"
+        sv.call("exec", container=cid, exec_id="paused", process={"args": ["true"], "cwd": "/", "env": ENV})
+    assert e.value.code == "conflict"
     sv.call("resume", container=cid)
     sv.call("kill", container=cid, signal=int(signal.SIGKILL))  # (sleep as pid 1 ignores SIGTERM)
     assert sv.call("wait", container=cid)["exit_code"] == 137

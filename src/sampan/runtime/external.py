@@ -210,7 +210,7 @@ def _error(message: str) -> RuntimeError_:
     if "container with id exists" in low or "already exists" in low:
         return ContainerExists(message)
     if any(text in low for text in ("not running", "not paused", "not stopped", "is stopped", "is paused",
-                                    "already paused", "cannot start")):
+                                    "already paused", "cannot start", "cannot exec in a")):
         return BadState(message)
     return RuntimeError_(message)
 
