@@ -12,8 +12,6 @@ from ..errors import Conflict, EngineError, InvalidParameter, NotFound
 from .base import EngineBase
 from .state import require
 
-EXIT_EVENT_LAG = 0.05  # how long an inspect of a running exec waits for an exit event in flight
-
 
 class ExecMixin(EngineBase):
     def exec_create(self, ref: str, body: dict) -> str:
@@ -88,31 +86,21 @@ class ExecMixin(EngineBase):
                 pid, sock = client.exec_attached(rec["id"], exec_id, process, tty=bool(config["Tty"]),
                                                  stdin=bool(config.get("AttachStdin")),
                                                  console_size=size if size and any(size) else None)
-        except SupervisorError as e:
-            msg = str(e)
-            low = msg.lower()
-            code = 127 if ("no such file" in low or "not found" in low) else 126
-            self.store.update_exec(exec_id, Running=False, ExitCode=code, Error=msg)
-            self._notify()
-            if e.code == "conflict":
-                raise Conflict(msg) from None
-            raise EngineError(f"OCI runtime exec failed: {msg}") from None
-        except BaseException:
+        except BaseException as e:
+            # Not started (a process that could not run is not this: the supervisor reports
+            # it as an exit with 126/127, as dockerd does).
             self.store.update_exec(exec_id, only_if=lambda s: s.get("ExitCode") is None, Running=False)
+            if isinstance(e, SupervisorError):
+                if e.code == "conflict":
+                    raise Conflict(str(e)) from None
+                raise EngineError(f"OCI runtime exec failed: {e}") from None
             raise
         self.store.update_exec(exec_id, only_if=lambda s: s.get("ExitCode") is None, Pid=pid)
         self._emit(rec, "exec_start: " + " ".join(config["Cmd"]), execID=exec_id)
         return sock
 
     def exec_inspect(self, exec_id: str) -> dict:
-        ex = self.store.exec(exec_id)
-        if ex is None:
-            raise NotFound(f"No such exec instance: {exec_id}")
-        if ex["state"].get("Running"):
-            # The exit event may be on its way (the supervisor sends it before it ends the
-            # exec's stream, a client asks as soon as the stream ends): give it a moment.
-            self._exec_done(exec_id, EXIT_EVENT_LAG)
-            ex = self.store.exec(exec_id) or ex
+        ex = self._exec_now(exec_id)
         c, s = ex["config"], ex["state"]
         return {"ID": exec_id, "Running": bool(s.get("Running")), "ExitCode": s.get("ExitCode"),
                 "ProcessConfig": {"tty": c["Tty"], "entrypoint": c["Cmd"][0], "arguments": c["Cmd"][1:],
@@ -121,23 +109,33 @@ class ExecMixin(EngineBase):
                 "CanRemove": False, "ContainerID": ex["container_id"], "DetachKeys": "",
                 "Pid": int(s.get("Pid") or 0)}
 
-    def _exec_done(self, exec_id: str, timeout: float) -> dict | None:
-        """The exec's state once it has exited (None: still running after `timeout` s)."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                ex = self.store.exec(exec_id)
-                if ex is None:
-                    raise NotFound(f"No such exec instance: {exec_id}")
-                if ex["state"].get("ExitCode") is not None:
-                    return ex["state"]
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._changed.wait(min(0.1, left))
+    def _exec_now(self, exec_id: str) -> dict:
+        """The exec's record, never staler than the supervisor: one recorded as running is
+        checked there (its exit event may still be on its way while a client, whose stream
+        has ended, asks already)."""
+        from ...supervisor.client import SupervisorError
+        ex = self.store.exec(exec_id)
+        if ex is None:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        if ex["state"].get("Running"):
+            try:
+                known = self._call("exec_state", exec_id=exec_id)
+            except SupervisorError:
+                return ex  # (not started yet, or its supervisor is gone: the catch-up settles it)
+            if known.get("status") == "exited":
+                self._on_exec_exit(exec_id, known)
+                ex = self.store.exec(exec_id) or ex
+        return ex
 
     def exec_wait(self, exec_id: str, timeout: float = 60.0) -> int:
-        state = self._exec_done(exec_id, timeout)
-        if state is None:
-            raise EngineError("timed out waiting for the exec")
-        return int(state["ExitCode"])
+        """The exec's exit code, once it has exited."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self._exec_now(exec_id)["state"]
+            if state.get("ExitCode") is not None:
+                return int(state["ExitCode"])
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise EngineError("timed out waiting for the exec")
+            with self._changed:  # (an exit recorded between the look and this wait: 0.1 s late)
+                self._changed.wait(min(0.1, left))
