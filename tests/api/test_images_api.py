@@ -179,6 +179,12 @@ def test_push_and_pull_through_a_registry(sampand, plain_registry):
     assert r.returncode == 0, r.stderr
     out = r.stdout.decode()
     assert f"The push refers to repository [{name}]" in out and "1: digest: sha256:" in out, out
+    assert d("tag", f"{name}:1", f"{name}:2").returncode == 0
+    r = d("push", "--all-tags", name)  # every tag of the repository
+    assert r.returncode == 0 and {"1: digest", "2: digest"} <= {x[:9] for x in r.stdout.decode().splitlines()}, r
+    status, body = _request(sampand, "POST", f"/images/{name}:2/push", headers={"X-Registry-Auth": "e30="})
+    assert status == 200 and _lines(body)[-1]["aux"]["Tag"] == "2", body  # the tag in the name
+    assert d("rmi", f"{name}:2").returncode == 0
     assert d("rmi", f"{name}:1").returncode == 0
     r = d("pull", f"{name}:1")
     assert r.returncode == 0, r.stderr

@@ -186,7 +186,8 @@ class ImageService:
 
     def push_targets(self, name: str, tag: str | None) -> list[str]:
         """The references a push uploads: ``name:tag``, or every tag of the repository."""
-        repo = reference.parse(name, default_tag=False).without_tag_or_digest()
+        named = reference.parse(name, default_tag=False)
+        repo, tag = named.without_tag_or_digest(), tag or named.tag
         if tag:
             targets = [str(repo.with_tag(tag))]
         else:
