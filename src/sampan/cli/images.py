@@ -446,7 +446,7 @@ def _args_logout(p: argparse.ArgumentParser) -> None:
 
 
 def _args_bootstrap(p: argparse.ArgumentParser) -> None:
-    p.add_argument("kind", choices=tuple(_BOOTSTRAP), help="busybox (busybox-static) or debian (debootstrap)")
+    p.add_argument("kind", choices=tuple(_BOOTSTRAP), help="The base image: busybox (busybox-static) or debian (debootstrap)")
     p.add_argument("-t", "--tag", action="append", default=[], help="Name the image (default busybox:latest, "
                    "debian:bookworm and debian:latest)")
 

@@ -55,6 +55,11 @@ def parser_class() -> type:
         import argparse
 
         class Parser(argparse.ArgumentParser):
+            def __init__(self, *args: object, add_help: bool = True, **kwargs: object) -> None:
+                super().__init__(*args, add_help=False, **kwargs)  # type: ignore[arg-type]
+                if add_help:  # docker's words for it
+                    self.add_argument("-h", "--help", action="help", help="Print usage")
+
             def _get_formatter(self) -> argparse.HelpFormatter:
                 return self.formatter_class(prog=self.prog, width=_columns() - 2)
 
