@@ -148,6 +148,13 @@ def test_container_prune_with_filters(sampand):
     assert keep in ids and running in ids and gone not in ids
 
 
+def test_system_df(sampand):
+    df = sampand.client().get("/system/df")
+    assert df["LayersSize"] > 0 and any("busybox:latest" in i["RepoTags"] for i in df["Images"])
+    r = sampand.docker("system", "df", "--format", "{{.Type}} {{.TotalCount}}")
+    assert r.returncode == 0 and b"Images " in r.stdout, r
+
+
 def test_events_stream(sampand):
     c = sampand.client()
     since = time.time() - 1

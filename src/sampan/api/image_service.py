@@ -106,6 +106,10 @@ class ImageService:
         out.sort(key=lambda d: -d["Created"])
         return out
 
+    def layers_size(self) -> int:
+        """Bytes of the unpacked layers (``system df``'s LayersSize)."""
+        return self.store.disk_usage()["layers"]
+
     def inspect(self, name: str) -> dict:
         return self.store.inspect(name)
 

@@ -51,7 +51,7 @@ class SystemRoutes:
 
     async def df(self, request: web.Request) -> web.Response:
         def usage() -> dict:
-            return {"LayersSize": 0, "Images": self.images.summaries(),
+            return {"LayersSize": self.images.layers_size(), "Images": self.images.summaries(),
                     "Containers": self.engine.list(True, {}),
                     "Volumes": self.engine.volume_list({}).get("Volumes"), "BuildCache": []}
         return json_response(await self.workers.run(usage))
