@@ -286,3 +286,20 @@ def test_login_logout(cli, daemon, basic_registry, config_dir):
     assert rc == 1 and "unauthorized" in err.lower()
     assert cli("login", "-u", USER, host) == (1, "", "Error: Cannot perform an interactive login from a non TTY "
                                                     "device\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# bootstrap: the rootfs made by the CLI, imported by the daemon
+
+@pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="busybox-static is not installed")
+def test_bootstrap_busybox_through_the_daemon(cli, daemon):
+    rc, out, err = cli("image", "bootstrap", "busybox", "-t", "boot/bb:1", "-t", "boot/bb:2")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[:2] == ["Bootstrapped image: boot/bb:1", "Bootstrapped image: boot/bb:2"]
+    doc = daemon.client().get("/images/boot/bb:2/json")
+    assert doc["Id"] == lines[2] and sorted(doc["RepoTags"]) == ["boot/bb:1", "boot/bb:2"]
+    assert doc["Config"]["Cmd"] == ["sh"] and doc["Config"]["Env"][0].startswith("PATH=/usr/local/sbin:")
+    rc, out, _ = cli("run", "--rm", "boot/bb:1", "sh", "-c", "ls /bin/busybox && echo ok")
+    assert (rc, out) == (0, "/bin/busybox\nok\n")
+    assert not [n for n in os.listdir("/tmp") if n.startswith("sampan-bootstrap-")]
