@@ -152,3 +152,9 @@ def ago(ts: float, now: float | None = None) -> str:
     if not ts:
         return "N/A"
     return duration((time.time() if now is None else now) - ts) + " ago"
+
+
+def go_time_string(ts: float) -> str:
+    """Go's time.Unix(ts, 0).String() in local time, as docker shows CreatedAt:
+    "2026-01-02 03:04:05 +0000 UTC"."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(ts))
