@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from .. import errors, paths
 
 PIDFILE = "supervisor.pid"
+READ_ONLY_OPS = ("ping", "list", "exec_state", "pids", "stats")  # retried once on a fresh connection
 LOCKFILE = "supervisor.lock"
 
 
@@ -139,7 +140,7 @@ class Client:
                     self._sock = self._lines = None
                     # Only a request that cannot have been acted on is retried: a fresh
                     # connection that failed is reported.
-                    if attempt or op not in ("ping", "list"):
+                    if attempt or op not in READ_ONLY_OPS:
                         if isinstance(e, SupervisorError):
                             raise
                         raise SupervisorError("unavailable", f"supervisor: {e}") from None
