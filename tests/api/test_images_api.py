@@ -185,6 +185,12 @@ def test_push_and_pull_through_a_registry(sampand, plain_registry):
     status, body = _request(sampand, "POST", f"/images/{name}:2/push", headers={"X-Registry-Auth": "e30="})
     assert status == 200 and _lines(body)[-1]["aux"]["Tag"] == "2", body  # the tag in the name
     assert d("rmi", f"{name}:2").returncode == 0
+    r = d("pull", "--all-tags", name)  # (no tag: every tag, as dockerd)
+    assert r.returncode == 0 and f"Status: Downloaded newer image for {name}\n" in r.stdout.decode(), r
+    status, body = _request(sampand, "POST", f"/images/create?fromImage={name}")
+    pulled = [m["id"] for m in _lines(body) if m["status"] == "Pulling from api/bb"]
+    assert status == 200 and sorted(pulled) == ["1", "2"], body
+    assert d("rmi", f"{name}:2").returncode == 0
     assert d("rmi", f"{name}:1").returncode == 0
     r = d("pull", f"{name}:1")
     assert r.returncode == 0, r.stderr

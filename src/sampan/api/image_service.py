@@ -178,15 +178,31 @@ class ImageService:
 
     # ------------------------------------------------------------------ registries
     def pull(self, name: str, platform: str | None, auth: Credentials | None, emit: Emit) -> None:
-        ref = reference.parse(name)
+        """``docker pull``: ``name`` with a tag or digest, or without one every tag of the
+        repository (``docker pull --all-tags``), as dockerd takes a missing tag."""
+        named = reference.parse(name, default_tag=False)
+        if named.tag or named.digest:
+            result = self._pull_one(named, platform, auth, emit, None)
+            emit(message(f"Status: Image is up to date for {result.reference}" if result.up_to_date
+                         else f"Status: Downloaded newer image for {result.reference}"))
+            return
+        with registry.Registry(named.domain, insecure=self.insecure_registries, credentials=auth) as client:
+            results = [self._pull_one(named.with_tag(tag), platform, auth, emit, client)
+                       for tag in client.tags(named.path)]
+        if not results:
+            raise errors.NotFound(f"repository {named.familiar_name()} has no tags")
+        emit(message(f"Status: Image is up to date for {named.familiar_name()}" if all(r.up_to_date for r in results)
+                     else f"Status: Downloaded newer image for {named.familiar_name()}"))
+
+    def _pull_one(self, ref: reference.Reference, platform: str | None, auth: Credentials | None, emit: Emit,
+                  client: registry.Registry | None) -> registry.PullResult:
         messages = _PullMessages(ref, emit)
-        result = registry.pull(self.store, name, platform=platform, auth=auth, insecure=self.insecure_registries,
-                               progress=messages)
+        result = registry.pull(self.store, str(ref), platform=platform, auth=auth, insecure=self.insecure_registries,
+                               progress=messages, registry=client)
         messages.begin()
         emit(message(f"Digest: {result.digest}"))
-        emit(message(f"Status: Image is up to date for {result.reference}" if result.up_to_date
-                     else f"Status: Downloaded newer image for {result.reference}"))
         self._event("pull", result.reference, ref.familiar_name())
+        return result
 
     def push_targets(self, name: str, tag: str | None) -> list[str]:
         """The references a push uploads: ``name:tag``, or every tag of the repository."""
