@@ -74,3 +74,25 @@ def test_detached_exec_keeps_running(client, box):
     while box.exec_run(["test", "-e", "/tmp/done"])[0] != 0:
         assert time.monotonic() < deadline, "the detached exec did not finish"
         time.sleep(0.2)
+
+
+def test_exit_codes_never_lost_docker_cli(sampand, box):
+    """The race of issue 7: an exec's stream must end only after its exit is recorded where
+    /exec/{id}/json reads it (and the same for run --rm and wait). 500 execs and 200 runs with
+    varied codes, four at a time, every code checked."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def docker(*args: str) -> int:
+        return subprocess.run([DOCKER, *args], env=sampand.env, capture_output=True, timeout=120).returncode
+
+    def exec_once(n: int) -> tuple[int, int]:
+        return n % 11, docker("exec", box.id, "sh", "-c", f"exit {n % 11}")
+
+    def run_once(n: int) -> tuple[int, int]:
+        return n % 13, docker("run", "--rm", "--network", "none", "busybox", "sh", "-c", f"exit {n % 13}")
+
+    with ThreadPoolExecutor(4) as pool:
+        execs = list(pool.map(exec_once, range(500)))
+        runs = list(pool.map(run_once, range(200)))
+    assert [got for want, got in execs if got != want] == []
+    assert [got for want, got in runs if got != want] == []
