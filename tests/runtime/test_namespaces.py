@@ -28,6 +28,62 @@ def test_each_namespace_is_new(rt, bundle, kind):
     assert r.out.strip() != _ns_inode(f"/proc/self/ns/{name}")
 
 
+def _mounts_below(path: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
+
+
+def _without_mount_namespace(bundle):
+    bundle.remove_namespace("mount")
+    bundle.linux.pop("maskedPaths", None)
+    bundle.linux.pop("readonlyPaths", None)
+
+
+def test_without_a_mount_namespace_the_container_shares_ours(rt, bundle):
+    """As runc: the mounts of config.json are made in the caller's namespace, the process is
+    chrooted into the rootfs (no pivot_root); unlike runc, delete takes those mounts away."""
+    _without_mount_namespace(bundle)
+    bundle.config["root"]["readonly"] = True
+    bundle.args("sleep", "100")
+    marker = f"only-in-the-rootfs-{secrets.token_hex(4)}"
+    (bundle.rootfs / marker).touch()
+    cid = rt.new_id()
+    rt.create(cid, bundle)
+    assert _mounts_below(bundle.rootfs), "the container's mounts are in our namespace"
+    rt.start(cid)
+    out = rt.exec(cid, "cat", "/proc/self/mountinfo").out
+    assert rt.exec(cid, "readlink", "/proc/self/ns/mnt").out.strip() == _ns_inode("/proc/self/ns/mnt")
+    assert rt.exec(cid, "test", "-e", f"/{marker}").returncode == 0, "an exec's root is the rootfs"
+    assert rt.exec(cid, "touch", "/x").returncode != 0, "root.readonly holds"
+    assert rt.exec(cid, "sh", "-c", "ps -o pid,comm | grep -c sleep").out.strip() == "1", out
+    rt.kill(cid, "KILL")
+    rt.wait_status(cid, "stopped")
+    rt.delete(cid)
+    assert _mounts_below(bundle.rootfs) == [], "delete leaves none of its mounts behind"
+
+
+def test_without_a_mount_namespace_run_leaves_no_mount(rt, bundle):
+    _without_mount_namespace(bundle)
+    r = rt.run(bundle.sh("test -e /proc/self/status && test -c /dev/null && echo ok"))
+    assert r.returncode == 0 and r.out.strip() == "ok", r
+    assert _mounts_below(bundle.rootfs) == []
+
+
+@pytest.mark.parametrize("key", ["maskedPaths", "readonlyPaths"])
+def test_without_a_mount_namespace_masked_or_read_only_paths_are_refused(rt, bundle, key):
+    """runc's check and message: masking would change the caller's own /proc and /sys."""
+    bundle.remove_namespace("mount")
+    bundle.linux["maskedPaths" if key == "readonlyPaths" else "readonlyPaths"] = []
+    bundle.linux[key] = ["/proc/kcore"]
+    cid = rt.new_id()
+    r = rt.create(cid, bundle.args("true"), check=False)
+    assert r.returncode == 1
+    assert "unable to restrict sys entries without a private MNT namespace" in r.err
+    assert len(r.err.strip().splitlines()) == 1
+    assert rt.status(cid) is None
+    assert _mounts_below(bundle.rootfs) == []
+
+
 @pytest.mark.parametrize("kind", ["network", "ipc", "uts", "cgroup"])
 def test_a_namespace_left_out_is_the_hosts(rt, bundle, kind):
     bundle.remove_namespace(kind)

@@ -46,3 +46,12 @@ def umount(target: str, flags: int = 0) -> None:
 
 def pivot_root(new_root: str, put_old: str) -> None:
     check(libc.syscall(SYS_pivot_root, fsencode(new_root), fsencode(put_old)), f"pivot_root {new_root}")
+
+
+def unescape_mountinfo(field: str) -> str:
+    """A path field of /proc/*/mountinfo as the path: the kernel writes space, tab, newline and
+    backslash in them as octal escapes (\\040 ...)."""
+    if "\\" not in field:
+        return field
+    import codecs
+    return codecs.escape_decode(field.encode())[0].decode()  # type: ignore[attr-defined]

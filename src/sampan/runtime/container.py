@@ -87,6 +87,10 @@ class Runtime:
             "created": timefmt.rfc3339_ns(), "ociVersion": spec.get("ociVersion"),
             "annotations": spec.get("annotations") or {}, "config": spec, "cgroup": None,
         }
+        if not any(n.get("type") == "mount" for n in (spec.get("linux") or {}).get("namespaces") or []):
+            # Its mounts will be made in our namespace: delete takes away those that are new.
+            from .rootfs import mounts_at_or_below
+            record["premounts"] = [mount_id for mount_id, _ in mounts_at_or_below(rootfs)]
         listener = console = None
         try:
             listener = _listen(state_dir, st.EXEC_SOCKET)
@@ -102,6 +106,7 @@ class Runtime:
             if record["cgroup"]:
                 from .cgroups import manager_from_state
                 _quietly(manager_from_state(record["cgroup"]).destroy)
+            _unmount_shared(record)
             remove_tree(state_dir)
             raise
         finally:
@@ -318,6 +323,7 @@ class Runtime:
         if cgroup is not None:
             _wait_empty(cgroup)
             cgroup.destroy()
+        _unmount_shared(record)
         if record.get("config") and record.get("pid"):
             try:
                 hooks.run(record["config"], "poststop", {**st.oci_state(self.root, record), "status": "stopped"})
@@ -350,6 +356,8 @@ class Runtime:
         init_opts = InitOptions(spec=spec, process=proc, preserve_fds=opts.preserve_fds, console=console, join=join,
                                 stdio=opts.stdio)
         init_opts.state = st.oci_state(self.root, record)
+        if not any(kind == "mount" for kind, _ in join):
+            init_opts.chroot = f"/proc/{record['pid']}/root"
         self._precompile(spec)
         parent, child = Channel.pair()
         first = os.fork()
@@ -385,6 +393,13 @@ class Runtime:
         if opts.pid_file:
             atomic_write(os.path.abspath(opts.pid_file), str(pid).encode(), 0o644)
         return pid
+
+
+def _unmount_shared(record: dict[str, Any]) -> None:
+    """Take away what a container without a mount namespace of its own mounted in ours."""
+    if "premounts" in record:
+        from .rootfs import unmount_new
+        unmount_new(record["rootfs"], record["premounts"])
 
 
 def _console_for(proc: dict[str, Any], opts: CreateOptions | ExecOptions) -> _socket.socket | None:

@@ -37,6 +37,9 @@ class InitOptions:
         self.exec_listener = exec_listener
         # exec only: namespaces of the running container to join, as (kind, /proc/<pid>/ns/<x>)
         self.join = join or []
+        # exec only: the root to chroot into, for a container that shares our mount namespace
+        # (joining a mount namespace is what takes an exec into the container's root otherwise)
+        self.chroot: str | None = None
         self.seccomp_listener: Any = None
         self.state: dict[str, Any] | None = None  # exec: the container's OCI state
         # create: whether the init waits, once its root filesystem is made, for the parent's
@@ -103,6 +106,9 @@ def stage1(chan: Channel, opts: InitOptions) -> NoReturn:
         entries = namespaces.plan(opts.spec)
         joining = opts.join or [(k, path) for k, path in entries if path]
         namespaces.join(joining)
+        if opts.chroot:
+            os.chroot(opts.chroot)
+            os.chdir("/")
         new = set() if opts.join else namespaces.new_kinds(entries)
         if "user" in new:
             linux_ns.unshare(linux_ns.CLONE_NEWUSER)
@@ -148,8 +154,9 @@ def _init_stage2(chan: Channel, opts: InitOptions, new: set[str]) -> NoReturn:
                     linux_ns.unshare(linux_ns.CLONE_NEWCGROUP)
                 in_cgroup = True
 
-        root = Rootfs(spec, opts.rootfs, opts.bundle, userns="user" in {k for k, _ in namespaces.plan(spec)},
-                      cgroupns="cgroup" in new, before_cgroup_mount=enter_cgroup)
+        kinds = {k for k, _ in namespaces.plan(spec)}
+        root = Rootfs(spec, opts.rootfs, opts.bundle, userns="user" in kinds, cgroupns="cgroup" in new,
+                      shared_mount_ns="mount" not in kinds, before_cgroup_mount=enter_cgroup)
         root.prepare()
         enter_cgroup()
         chan.send("hooks")

@@ -28,8 +28,12 @@ _LOCKED_FLAGS = ((os.ST_NOSUID, m.MS_NOSUID), (os.ST_NODEV, m.MS_NODEV), (os.ST_
 
 class Rootfs:
     def __init__(self, spec: dict[str, Any], rootfs: str, bundle: str, *, userns: bool, cgroupns: bool,
-                 before_cgroup_mount: Callable[[], None] = lambda: None) -> None:
+                 shared_mount_ns: bool = False, before_cgroup_mount: Callable[[], None] = lambda: None) -> None:
         self.spec = spec
+        # Without a mount namespace of its own the container shares its caller's: its mounts are
+        # made there (delete takes them away again, see unmount_new), the caller's propagation is
+        # left alone and the process is chrooted rather than pivoted, as runc does.
+        self.shared_mount_ns = shared_mount_ns
         self.before_cgroup_mount = before_cgroup_mount
         self.root = rootfs
         self.bundle = bundle
@@ -41,10 +45,13 @@ class Rootfs:
 
     # -- before pivot_root ------------------------------------------------------------
     def prepare(self) -> None:
-        prop = self.linux.get("rootfsPropagation")
-        m.mount(None, "/", None, mountopts.root_propagation(prop) if prop else m.MS_SLAVE | m.MS_REC)
-        self._make_parent_private()
-        m.mount(self.root, self.root, None, m.MS_BIND | m.MS_REC)
+        if not self.shared_mount_ns:
+            prop = self.linux.get("rootfsPropagation")
+            m.mount(None, "/", None, mountopts.root_propagation(prop) if prop else m.MS_SLAVE | m.MS_REC)
+            self._make_parent_private()
+            m.mount(self.root, self.root, None, m.MS_BIND | m.MS_REC)
+        elif (self.spec.get("root") or {}).get("readonly"):
+            m.mount(self.root, self.root, None, m.MS_BIND | m.MS_REC)  # a mount of its own to turn read-only
         for entry in self.mounts:
             self._mount(entry)
         if self._needs_dev_setup():
@@ -205,6 +212,11 @@ class Rootfs:
 
     # -- pivot ------------------------------------------------------------------------
     def pivot(self, no_pivot: bool) -> None:
+        if self.shared_mount_ns:
+            os.chdir(self.root)
+            os.chroot(".")
+            os.chdir("/")
+            return
         if no_pivot:
             os.chdir(self.root)
             m.mount(self.root, "/", None, m.MS_MOVE)
@@ -236,7 +248,7 @@ class Rootfs:
         if (self.spec.get("root") or {}).get("readonly"):
             self.remount("/", m.MS_RDONLY)
         prop = self.linux.get("rootfsPropagation")
-        if prop:
+        if prop and not self.shared_mount_ns:
             m.mount(None, "/", None, mountopts.root_propagation(prop))
 
     def _readonly(self, path: str) -> None:
@@ -265,6 +277,24 @@ def _is_bind(entry: dict[str, Any]) -> bool:
 def _mountinfo() -> list[list[str]]:
     with open("/proc/self/mountinfo") as f:
         return [line.split() for line in f]
+
+
+def mounts_at_or_below(path: str) -> list[tuple[str, str]]:
+    """(mount id, mountpoint) of the caller's mounts at `path` or below it, in mount order."""
+    below = path.rstrip("/") + "/"
+    found = [(fields[0], m.unescape_mountinfo(fields[4])) for fields in _mountinfo()]
+    return [(mount_id, mp) for mount_id, mp in found if mp == path or mp.startswith(below)]
+
+
+def unmount_new(path: str, before: list[str]) -> None:
+    """Detach the mounts at or below `path` that are not among the mount ids `before` (those a
+    container without a mount namespace of its own made in its caller's), the last made first."""
+    for mount_id, mountpoint in reversed(mounts_at_or_below(path)):
+        if mount_id not in before:
+            try:
+                m.umount(mountpoint, m.MNT_DETACH)
+            except OSError:
+                pass  # already gone with a parent
 
 
 def _mountpoint_of(path: str) -> str:

@@ -19,7 +19,12 @@ def for_create(spec: dict[str, Any], bundle: str) -> tuple[str, list[str]]:
     linux = spec.get("linux") or {}
     kinds = {n["type"]: n.get("path") for n in linux.get("namespaces") or []}
     if "mount" not in kinds:
-        raise runtime_spec.SpecError("a mount namespace is required to set up the root filesystem")
+        # The container's mounts go to its caller's namespace; nothing there may turn
+        # read-only or be masked, nor its propagation change, for the container's sake.
+        if linux.get("maskedPaths") or linux.get("readonlyPaths"):
+            raise runtime_spec.SpecError("unable to restrict sys entries without a private MNT namespace")
+        if linux.get("rootfsPropagation"):
+            raise runtime_spec.SpecError("rootfsPropagation needs a private MNT namespace")
     for key in linux.get("sysctl") or {}:
         _check_sysctl(key, kinds)
     warnings = process.validate(spec["process"])

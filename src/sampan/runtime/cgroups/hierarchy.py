@@ -1,8 +1,9 @@
 """Which cgroup layout the host uses, where each hierarchy is mounted, and where we sit in it."""
 from __future__ import annotations
 
-import codecs
 import os
+
+from ...linux.mount import unescape_mountinfo
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
 # Key of the cgroup2 hierarchy in path maps, as in /proc/self/cgroup's "0::/..." line.
@@ -87,14 +88,8 @@ def _cgroup_mounts(under: str) -> list[tuple[str, str, str, list[str]]]:
             fields, tail = left.split(), right.split()
             if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
                 continue
-            mountpoint = _unescape(fields[4])
+            mountpoint = unescape_mountinfo(fields[4])
             if mountpoint == under or mountpoint.startswith(under.rstrip("/") + "/"):
-                out.append((tail[0], _unescape(fields[3]), mountpoint, tail[2].split(",")))
+                out.append((tail[0], unescape_mountinfo(fields[3]), mountpoint, tail[2].split(",")))
     return out
 
-
-def _unescape(field: str) -> str:
-    # mountinfo writes space, tab, newline and backslash as octal escapes (\040 ...).
-    if "\\" not in field:
-        return field
-    return codecs.escape_decode(field.encode())[0].decode()  # type: ignore[attr-defined]
