@@ -98,9 +98,48 @@ def test_bad_imports_are_refused_and_leave_nothing(sampand, tmp_path):
     assert status == 400 and json.loads(body)["message"]
     status, body = _request(sampand, "POST", "/images/create?fromSrc=-&repo=bad", b"not a tar at all\n" * 100)
     assert status == 400 and json.loads(body)["message"], body
-    status, body = _request(sampand, "POST", "/images/create?fromSrc=http://example.invalid/x.tar")
+    status, body = _request(sampand, "POST", "/images/create?fromSrc=ftp://127.0.0.1/x.tar")
     assert status == 400
     assert _image_ids(sampand) == before and _tmp_files(sampand) == []
+
+
+@pytest.fixture
+def rootfs_server(tmp_path):
+    """A local HTTP server with /rootfs.tar (busybox's root filesystem)."""
+    import functools
+    import http.server
+    import threading
+    (tmp_path / "rootfs.tar").write_bytes(_rootfs_tar())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_import_from_a_url(sampand, rootfs_server):
+    before = _image_ids(sampand)
+    status, body = _request(sampand, "POST", f"/images/create?fromSrc={rootfs_server}/rootfs.tar&repo=fromurl&tag=1")
+    messages = _lines(body)
+    assert status == 200 and messages[-1]["status"].startswith("sha256:"), body
+    importing = [m for m in messages if m["status"] == "Importing"]
+    assert importing and importing[-1]["progressDetail"]["current"] == importing[-1]["progressDetail"]["total"]
+    r = sampand.docker("image", "inspect", "-f", "{{.Comment}}", "fromurl:1")
+    assert r.stdout.decode().strip() == f"Imported from {rootfs_server}/rootfs.tar"
+    r = sampand.docker("import", "-c", 'CMD ["sh"]', f"{rootfs_server}/rootfs.tar", "fromurl:2")
+    assert r.returncode == 0 and r.stdout.startswith(b"sha256:"), r
+    r = sampand.docker("image", "inspect", "-f", "{{json .Config.Cmd}}", "fromurl:2")
+    assert r.stdout.strip() == b'["sh"]', r
+    assert sampand.docker("rmi", "fromurl:1", "fromurl:2").returncode == 0
+    r = sampand.docker("import", f"{rootfs_server}/nosuch.tar", "fromurl:3")
+    assert r.returncode == 1 and b"404" in r.stderr, r
+    status, body = _request(sampand, "POST", "/images/create?fromSrc=http://127.0.0.1:9/x.tar")
+    assert status == 503, body  # nothing listens there
+    assert _image_ids(sampand) == before
 
 
 # ------------------------------------------------------------------ save and load

@@ -4,6 +4,9 @@ progress messages, and its image events (pull, push, tag, untag, delete, load, i
 from __future__ import annotations
 
 import fnmatch
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import BinaryIO, Callable
 
 from .. import errors
@@ -14,6 +17,7 @@ from .progress import Throttle, message
 
 # emit_event(type, action, actor id, attributes): the engine's event log.
 EventSink = Callable[[str, str, str, dict[str, str]], object]
+_URL_TIMEOUT = 60.0  # seconds without a byte from an import URL
 
 
 def _label_matches(labels: dict, wanted: str) -> bool:
@@ -169,12 +173,36 @@ class ImageService:
             self._event("save", name, name)
 
     def import_rootfs(self, src: BinaryIO, ref: str | None, changes: list[str], comment: str,
-                      platform: str | None) -> str:
+                      platform: str | None, progress: archive.Progress | None = None) -> str:
         """``docker import``: a root filesystem tar becomes an image; returns its ID."""
         image_id = archive.import_rootfs(self.store, src, reference=ref, changes=changes, message=comment,
-                                         platform=platform)
+                                         platform=platform, progress=progress)
         self._event("import", image_id, reference.familiar(ref) if ref else image_id)
         return image_id
+
+    def import_url(self, url: str, ref: str | None, changes: list[str], comment: str, platform: str | None,
+                   emit: Emit) -> str:
+        """``docker import URL``: the root filesystem fetched over HTTP(S) as it is imported, with
+        dockerd's "Importing" progress; returns the image ID."""
+        if "://" not in url:
+            url = "http://" + url  # dockerd's default scheme
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise errors.Invalid(f"import from {url}: only http and https URLs can be fetched")
+        try:
+            resp = urllib.request.urlopen(url, timeout=_URL_TIMEOUT)
+        except urllib.error.HTTPError as e:
+            raise errors.Invalid(f"import from {url}: {e.code} {e.reason}") from None
+        except (urllib.error.URLError, OSError) as e:
+            raise errors.Unavailable(f"import from {url}: {getattr(e, 'reason', e)}") from None
+        with resp:
+            total = int(resp.headers.get("Content-Length") or 0)
+            throttle = Throttle()
+
+            def on_read(event: str, key: str, done: int, size: int) -> None:
+                if event == "progress" and throttle.due(key, done, total):
+                    emit(message("Importing", "", done, total))
+
+            return self.import_rootfs(resp, ref, changes, comment or f"Imported from {url}", platform, on_read)
 
     # ------------------------------------------------------------------ registries
     def pull(self, name: str, platform: str | None, auth: Credentials | None, emit: Emit) -> None:

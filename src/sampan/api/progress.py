@@ -57,7 +57,8 @@ class Throttle:
 
     def due(self, id: str, current: int, total: int) -> bool:
         now = time.monotonic()
-        if current < total and now - self._last.get(id, 0.0) < self.interval:
+        last = current >= total > 0
+        if not last and now - self._last.get(id, 0.0) < self.interval:
             return False
         self._last[id] = now
         return True

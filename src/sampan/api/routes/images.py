@@ -72,14 +72,16 @@ class ImageRoutes:
         source = request.query.get("fromSrc")
         if source is None:
             raise errors.Invalid("fromImage or fromSrc is required")
-        if source != "-":
-            raise errors.Invalid("fromSrc must be \"-\" (the request body): sampand does not fetch URLs")
-        repo = request.query.get("repo") or ""
+        ref = _with_tag(request.query.get("repo") or "", tag) or None
         changes = request.query.getall("changes", [])
         comment = request.query.get("message") or ""
+        if source != "-":  # a URL: fetched by the daemon, "Importing" progress as it comes
+            stream = JSONStream(request)
+            image_id = await stream.run(lambda emit: self.workers.run(
+                self.images.import_url, source, ref, changes, comment, platform, emit, long=True))
+            return await stream.finish(*([{"status": image_id}] if image_id else []))
         image_id = await self.workers.consume_body(
-            request.content, lambda body: self.images.import_rootfs(body, _with_tag(repo, tag) or None, changes,
-                                                                    comment, platform))
+            request.content, lambda body: self.images.import_rootfs(body, ref, changes, comment, platform))
         # dockerd sends no progress for a body (only for a URL): the ID alone
         return await JSONStream(request).finish({"status": image_id})
 
