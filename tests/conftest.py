@@ -5,6 +5,9 @@ fails the test (an error at teardown) if the test left behind any of:
 
 - a mount that was not in our /proc/self/mountinfo before the test;
 - a network namespace name in /run/netns that was not there before;
+- a network link, address or route that appeared and is still there, or one the host had
+  when the session started that is gone (dockerd deleting docker0 is the case in point);
+- a change in the firewall (iptables-save, ip6tables-save, their -legacy twins, nft);
 - a cgroup directory, in any hierarchy under /sys/fs/cgroup, whose path names a watched
   token (a container id the test used, or another token it registered);
 - a process that sits in such a cgroup, or a watched pid that is still alive;
@@ -13,8 +16,24 @@ fails the test (an error at teardown) if the test left behind any of:
 
 Tests register what they use through the fixture (``host_watch.watch_id(cid)``,
 ``watch_root(path)``, ``watch_pid(pid)``); tests/runtime does so for every container id.
-Whatever leaked is then cleaned up by force (processes killed, mounts detached, cgroups
-and state removed) so one leaking test does not spoil the ones after it.
+
+Several test processes share the host at once (pytest-xdist workers, several people's
+runs), so a change is charged to a test only when it is the test's own:
+
+- a mount is the test's if its mount point lies under this process's pytest base temp
+  dir, under a watched root, or has a path component naming a watched token or this
+  process's marker ``-<pid>-`` (the exec roots the fixtures make under /run carry it);
+- a network namespace or link is the test's if its name holds a watched token or the
+  marker;
+- anything else (a mount elsewhere, another netns or link, an address or route, a firewall
+  rule, a vanished link) cannot be told apart from another run's doing: it fails the test
+  only when no other test process was running during the test. Every process using this
+  fixture holds a lock on a file in /run/sampan-test-watchers while it lives, which is how
+  the others see it.
+
+Only what is the test's own is cleaned up by force (processes killed, mounts detached,
+links deleted, cgroups and state removed), so one leaking test does not spoil the ones after
+it and never takes away what another run still uses.
 
 Set SAMPAN_LEAK_DEBUG=1 to see what a test's clean-up still leaves while the check waits
 (up to 3 s) for it to settle.
@@ -25,21 +44,27 @@ scope instead, since a module-wide dockerd legitimately holds mounts across test
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
+import re
 import shutil
 import signal
+import subprocess
 import time
 
 import pytest
 
 _SETTLE = 3.0  # seconds a test's clean-up may take to become visible (reaping, lazy unmounts)
 _RUNTIME_ROOTS = ("/run/runc", "/run/sampan-runc")
+_WATCHERS = "/run/sampan-test-watchers"
+_RULE_DUMPS = (("iptables-save",), ("ip6tables-save",), ("iptables-legacy-save",),
+               ("ip6tables-legacy-save",), ("nft", "list", "ruleset"))
 _libc = ctypes.CDLL(None, use_errno=True)
 _MNT_DETACH = 2
+_MARKER = f"-{os.getpid()}-"
 
 
 def _unescape(s: str) -> str:
-    import re
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
 
 
@@ -65,6 +90,47 @@ def _netns() -> set[str]:
         return set()
 
 
+def _links() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+def _ip_lines(*argv: str) -> set[str]:
+    """The lines of an `ip` listing, without the counters that tick by themselves."""
+    cp = subprocess.run(["ip", *argv], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    out = set()
+    for line in cp.stdout.splitlines():
+        line = re.sub(r"\s+(valid_lft|preferred_lft|expires)\s+\S+", "", line.replace("\\", " "))
+        out.add(" ".join(re.sub(r"^\d+:\s+", "", line).split()))
+    return out
+
+
+def _addresses() -> set[str]:
+    """'<link> inet[6] <address/prefix> ...' of every address."""
+    return _ip_lines("-o", "addr")
+
+
+def _routes() -> set[str]:
+    return _ip_lines("route", "show", "table", "all") | _ip_lines("-6", "route", "show", "table", "all")
+
+
+def _on_link(line: str) -> str | None:
+    """The link an address line ('eth0 inet ...') or route line ('... dev eth0 ...') is on."""
+    words = line.split()
+    if "dev" in words[:-1]:
+        return words[words.index("dev") + 1]
+    return words[0] if len(words) > 1 and words[1] in ("inet", "inet6") else None
+
+
+def _rules() -> dict[str, str]:
+    out = {}
+    for argv in _RULE_DUMPS:
+        if shutil.which(argv[0]):
+            cp = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            text = re.sub(r"\[\d+:\d+\]", "[]", cp.stdout)
+            out[" ".join(argv)] = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    return out
+
+
 def _start_time(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -77,13 +143,68 @@ def _start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-class HostWatch:
+class _Watchers:
+    """This process's lock file in /run/sampan-test-watchers, and the others'."""
+
     def __init__(self) -> None:
+        os.makedirs(_WATCHERS, exist_ok=True)
+        self.own = os.path.join(_WATCHERS, str(os.getpid()))
+        # locked before it gets its name, so no one ever sees it unlocked and takes it for stale
+        making = os.path.join(_WATCHERS, f".{os.getpid()}")
+        self.fd = os.open(making, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        os.rename(making, self.own)
+
+    def others(self) -> set[str]:
+        """The lock files another live test process holds (stale ones are removed)."""
+        found = set()
+        for name in os.listdir(_WATCHERS):
+            path = os.path.join(_WATCHERS, name)
+            if path == self.own or name.startswith("."):
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                found.add(name)
+            else:
+                os.unlink(path)  # its owner is gone; a file of a live owner is always locked
+            finally:
+                os.close(fd)
+        return found
+
+    def close(self) -> None:
+        os.unlink(self.own)
+        os.close(self.fd)
+
+
+class _Session:
+    """What the host had when this test process started, and where its temp dirs are."""
+
+    def __init__(self, basetemp: str) -> None:
+        self.basetemp = basetemp
+        self.links = _links()
+        self.addresses = _addresses()
+        self.routes = _routes()
+        self.watchers = _Watchers()
+
+
+class HostWatch:
+    def __init__(self, session: _Session) -> None:
+        self.session = session
         self.tokens: set[str] = set()
         self.roots: set[str] = set()
         self.pids: dict[int, int | None] = {}
         self.mounts = _mounts()
         self.netns = _netns()
+        self.links = _links()
+        self.addresses = _addresses()
+        self.routes = _routes()
+        self.rules = _rules()
+        self.others_at_start = session.watchers.others()
 
     # -- what the test registers -------------------------------------------------
     def watch_id(self, token: str) -> None:
@@ -99,11 +220,24 @@ class HostWatch:
         if pid > 0 and pid not in self.pids:
             self.pids[pid] = _start_time(pid)
 
-    # -- what is left ----------------------------------------------------------------
+    # -- whose a change is -----------------------------------------------------------
     def _has_token(self, path: str) -> bool:
         parts = path.split("/")
         return any(tok in part for tok in self.tokens for part in parts)
 
+    def _names_own(self, name: str) -> bool:
+        return _MARKER in name or any(tok in name for tok in self.tokens)
+
+    def _owns_path(self, path: str) -> bool:
+        under = [self.session.basetemp, *self.roots]
+        return (any(path == d or path.startswith(d.rstrip("/") + "/") for d in under)
+                or self._has_token(path) or any(_MARKER in part for part in path.split("/")))
+
+    def alone(self) -> bool:
+        """No other test process ran during the test: every change on the host is its."""
+        return not self.others_at_start and not self.session.watchers.others()
+
+    # -- what is left ----------------------------------------------------------------
     def leaked_cgroups(self) -> list[str]:
         if not self.tokens:
             return []
@@ -154,22 +288,64 @@ class HostWatch:
             found += [os.path.join(root, t) for t in self.tokens if os.path.lexists(os.path.join(root, t))]
         return found
 
-    def leaked_mounts(self) -> dict[str, tuple[str, str, str]]:
+    def new_mounts(self) -> dict[str, tuple[str, str, str]]:
         return {mid: m for mid, m in _mounts().items() if mid not in self.mounts}
 
+    def leaked_mounts(self) -> dict[str, tuple[str, str, str]]:
+        """New mounts that are the test's own."""
+        return {mid: m for mid, m in self.new_mounts().items() if self._owns_path(m[0])}
+
     def leaked_netns(self) -> set[str]:
-        return _netns() - self.netns
+        return {n for n in _netns() - self.netns if self._names_own(n)}
+
+    def leaked_links(self) -> set[str]:
+        return {n for n in _links() - self.links if self._names_own(n)}
+
+    def network_changes(self, alone: bool) -> list[str]:
+        """Links, addresses and routes added or removed; those on links that came and went
+        after the session started are another test's business unless we were alone."""
+        links_now = _links()
+        out = [f"network link left: {n}" for n in sorted(self.leaked_links())]
+        out += [f"network link gone: {n}" for n in sorted((self.links - links_now) & self.session.links)]
+        if alone:
+            out += [f"network link left: {n}" for n in sorted(links_now - self.links) if not self._names_own(n)]
+            out += [f"network link gone: {n}" for n in sorted(self.links - links_now - self.session.links)]
+        for what, before, now, at_start in (("address", self.addresses, _addresses(), self.session.addresses),
+                                            ("route", self.routes, _routes(), self.session.routes)):
+            for line in sorted(now - before):
+                if alone or _on_link(line) in self.session.links or self._names_own(line):
+                    out.append(f"{what} left: {line}")
+            for line in sorted(before - now):
+                if alone or line in at_start:
+                    out.append(f"{what} gone: {line}")
+        return out
+
+    def rule_changes(self) -> list[str]:
+        out = []
+        for name, text in _rules().items():
+            before = self.rules.get(name, "")
+            if text != before:
+                added = sorted(set(text.splitlines()) - set(before.splitlines()))
+                removed = sorted(set(before.splitlines()) - set(text.splitlines()))
+                out.append(f"firewall changed ({name}): +{added} -{removed}")
+        return out
 
     def leaks(self) -> list[str]:
+        alone = self.alone()
+        mounts = self.new_mounts().values() if alone else self.leaked_mounts().values()
+        netns = _netns() - self.netns if alone else self.leaked_netns()
         out = []
-        out += [f"mount left: {mp} ({fstype} from {src})" for mp, fstype, src in self.leaked_mounts().values()]
-        out += [f"network namespace left: /run/netns/{n}" for n in sorted(self.leaked_netns())]
+        out += [f"mount left: {mp} ({fstype} from {src})" for mp, fstype, src in mounts]
+        out += [f"network namespace left: /run/netns/{n}" for n in sorted(netns)]
+        out += self.network_changes(alone)
+        if alone:
+            out += self.rule_changes()
         out += [f"cgroup left: {p}" for p in self.leaked_cgroups()]
         out += [f"process left: pid {pid} ({why})" for pid, why in self.leaked_processes().items()]
         out += [f"state left: {p}" for p in self.leaked_state()]
         return out
 
-    # -- clean up by force ---------------------------------------------------------------
+    # -- clean up by force (only what is the test's own) -----------------------------
     def clean(self) -> None:
         procs = self.leaked_processes()
         for pid in procs:
@@ -191,6 +367,8 @@ class HostWatch:
                 os.unlink(f"/run/netns/{name}")
             except OSError:
                 pass
+        for name in self.leaked_links():
+            subprocess.run(["ip", "link", "del", name], capture_output=True, stdin=subprocess.DEVNULL)
         for mp, _, _ in reversed(list(self.leaked_mounts().values())):
             _libc.umount2(mp.encode(), _MNT_DETACH)
         for path in sorted(self.leaked_cgroups(), key=lambda p: -p.count("/")):
@@ -202,13 +380,20 @@ class HostWatch:
             shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def _host_session(tmp_path_factory):
+    session = _Session(str(tmp_path_factory.getbasetemp()))
+    yield session
+    session.watchers.close()
+
+
 @pytest.fixture(autouse=True)
-def host_watch(request):
-    """Fails the test if it left mounts, cgroups, processes or state on the host."""
+def host_watch(request, _host_session):
+    """Fails the test if it left mounts, network changes, cgroups, processes or state on the host."""
+    watch = HostWatch(_host_session)
     if request.node.get_closest_marker("dropin"):
-        yield HostWatch()
+        yield watch
         return
-    watch = HostWatch()
     yield watch
     deadline = time.monotonic() + _SETTLE
     leaks = watch.leaks()
