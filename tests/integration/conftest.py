@@ -3,8 +3,9 @@ under test, and a check that each leaves the host as it found it.
 
 The runtime binary is ``$SAMPAN_TEST_RUNTIME`` (default /usr/local/bin/sampan-runc);
 ``SAMPAN_TEST_RUNTIME=/usr/sbin/runc`` runs the same tests against runc. Every daemon
-lives in its own temporary directory (data, state, sockets), its own cgroup parent and
-its own containerd namespace, never touches the firewall, and is torn down at the end of
+lives in its own temporary directory (data, state, sockets), its own network namespace,
+its own cgroup parent and its own containerd namespace, never touches the host's links or
+firewall, and is torn down at the end of
 its module: daemon stopped, stray processes killed, mounts detached, cgroups and
 directories removed. Anything that had to be cleaned up by force fails the module.
 """
@@ -36,6 +37,12 @@ DOCKERD = shutil.which("dockerd", path="/usr/sbin:/usr/bin:/usr/local/sbin:/usr/
 CONTAINERD = shutil.which("containerd", path="/usr/bin:/usr/sbin:/usr/local/bin")
 CTR = shutil.which("ctr", path="/usr/bin:/usr/sbin:/usr/local/bin")
 CMD_TIMEOUT = 60
+UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
+# A network namespace of the daemon's own (loopback up), gone with its last process: with
+# --bridge=none dockerd deletes a docker0 it finds, and it and containerd may touch links,
+# routes and the firewall; their sockets are files in the tmp dir, so clients reach them all
+# the same. The mount namespace stays the host's: the teardown checks the mounts they leave.
+OWN_NETNS = [UNSHARE, "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
 
 
 def pytest_configure(config):
@@ -155,8 +162,9 @@ class HostState:
         for p, v in before.sysctls.items():
             if self.sysctls[p] != v:
                 out.append(f"{p}: {v!r} -> {self.sysctls[p]!r}")
-        if self.links != before.links:
-            out.append(f"network links changed: +{sorted(self.links - before.links)} -{sorted(before.links - self.links)}")
+        # new links are other tests' (a daemon in its own netns cannot make any); a link gone is ours
+        if before.links - self.links:
+            out.append(f"network links gone: {sorted(before.links - self.links)}")
         if self.cgroups - before.cgroups:
             out.append(f"new top-level cgroups: {sorted(self.cgroups - before.cgroups)}")
         return out
@@ -292,7 +300,7 @@ class PrivateDaemon:
 
     def _spawn(self, argv):
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen([*OWN_NETNS, *argv], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
 
     def _wait_ready(self, probe, timeout=60):
