@@ -7,7 +7,8 @@ pidfile, socket and cgroup parent; no firewall, bridge or forwarding changes); t
 `tar -C .cache/images/busybox -c . | docker import -c 'CMD ["sh"]' - busybox:local`, and
 sampan gets the very same image through `docker save | sampan load`.
 
-Each daemon runs in a mount namespace of its own (`unshare --mount --propagation private`):
+Each daemon runs in a network namespace of its own (see PRIVATE_NAMESPACES) and
+in a mount namespace of its own (`unshare --mount --propagation private`):
 its mounts (overlays, rootfs) stay out of the host's mount table, so a test suite running
 at the same time, which checks that table for leaks and detaches what it does not know,
 neither trips over them nor takes them away mid-benchmark.
@@ -34,7 +35,12 @@ SAMPAN_CLI = "/usr/local/bin/sampan" if os.access("/usr/local/bin/sampan", os.X_
 PY = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 IMAGE = "busybox:local"
 UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
-PRIVATE_MOUNTS = [UNSHARE, "--mount", "--propagation", "private"]
+# Both daemons (and what they start: containerd, supervisor, shims) also get a network
+# namespace of their own, loopback up, gone with their last process: with --bridge=none
+# dockerd deletes a docker0 it finds, which took the host's Docker's bridge away. Their
+# sockets are files, reachable from the host all the same.
+PRIVATE_NAMESPACES = [UNSHARE, "--mount", "--propagation", "private", "--net",
+                      "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
 _RUN_DIRS = ("/run/docker", "/run/containerd")
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -134,7 +140,7 @@ class Dockerd:
         self.run_dirs_before = _tree(_RUN_DIRS)
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen([
-                *PRIVATE_MOUNTS, DOCKERD, "--config-file", str(cfg),
+                *PRIVATE_NAMESPACES, DOCKERD, "--config-file", str(cfg),
                 "--data-root", f"{self.tmp}/data", "--exec-root", f"{self.tmp}/exec",
                 "--pidfile", f"{self.tmp}/docker.pid", "--host", f"unix://{self.sock}",
                 "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
@@ -218,7 +224,7 @@ class Sampand:
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([*PRIVATE_MOUNTS, PY, "-m", "sampan.api", "--root", self.root,
+            self.proc = subprocess.Popen([*PRIVATE_NAMESPACES, PY, "-m", "sampan.api", "--root", self.root,
                                           "--exec-root", self.exec_root],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                                          cwd="/")
