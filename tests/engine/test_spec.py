@@ -1,7 +1,7 @@
 """Spec generation, seccomp profile, store, names and restart policy logic (no containers)."""
 import pytest
 
-from sampan.engine import names, restart, seccomp_profile, spec
+from sampan.engine import mounts, names, restart, seccomp_profile, spec
 from sampan.engine.errors import InvalidParameter
 
 IMG = {"config": {"Env": ["PATH=/img/bin", "A=1"], "Entrypoint": ["/ep"], "Cmd": ["c1"], "WorkingDir": "/w",
@@ -49,14 +49,14 @@ def test_resources():
 
 
 def test_mount_parsing():
-    ms = spec.parse_mounts({"Binds": ["/tmp:/data:ro", "vol:/v"], "Tmpfs": {"/t": "size=1m"},
+    ms = mounts.parse_mounts({"Binds": ["/tmp:/data:ro", "vol:/v"], "Tmpfs": {"/t": "size=1m"},
                             "Mounts": [{"Type": "volume", "Source": "v2", "Target": "/v2", "ReadOnly": True}]})
     assert [(m["Type"], m["Destination"], m["RW"]) for m in ms] == \
         [("bind", "/data", False), ("volume", "/v", True), ("volume", "/v2", False), ("tmpfs", "/t", True)]
     with pytest.raises(spec.SpecInputError):
-        spec.parse_mounts({"Binds": ["/a:/x", "/b:/x"]})
+        mounts.parse_mounts({"Binds": ["/a:/x", "/b:/x"]})
     with pytest.raises(spec.SpecInputError):
-        spec.parse_mounts({"Binds": ["/a:rel"]})
+        mounts.parse_mounts({"Binds": ["/a:rel"]})
 
 
 def test_build_defaults(tmp_path):

@@ -35,3 +35,7 @@ class NotModified(EngineError, errors.NotModified):
 class Unsupported(EngineError, errors.NotImplemented_):
     """501: what the container's configuration does not offer (logs of the `none` driver)."""
     kind = errors.NOT_IMPLEMENTED
+
+
+class SpecInputError(InvalidParameter):
+    """The body asks for something the spec cannot be built with (400)."""

@@ -1,8 +1,8 @@
 """The OCI runtime spec of a container: image config + Docker ContainerCreate body, Docker's defaults.
 
 ``merge_config(image_config, body)`` gives the container's effective Config (what inspect
-shows); ``parse_mounts(host_config, config)`` the mounts the user asked for;
-``build(...)`` the config.json once the engine resolved volumes and wrote the hosts files.
+shows); ``mounts.parse_mounts(host_config)`` the mounts the user asked for; ``build(...)``
+the config.json once the engine resolved volumes and wrote the hosts files.
 """
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import signal as _signal
 import stat
 from typing import Any
 
-from ..runtime.fsutil import secure_join
 from . import seccomp_profile
+from .errors import SpecInputError
+from .users import resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
@@ -49,10 +50,6 @@ DEFAULT_SHM = 64 * 1024 * 1024
 TINI = "/usr/bin/tini-static"
 INIT_PATH = "/sbin/docker-init"
 CGROUP_PARENT = "/sampan"
-
-
-class SpecInputError(ValueError):
-    """The body asks for something invalid (400)."""
 
 
 # ---------------------------------------------------------------- Config merge
@@ -157,137 +154,6 @@ def parse_signal(value: str | int | None, default: int = _signal.SIGTERM) -> int
     except AttributeError:
         raise SpecInputError(f"Invalid signal: {value}") from None
 
-
-# ---------------------------------------------------------------- mounts
-def parse_mounts(host_config: dict) -> list[dict]:
-    """The mounts asked for by Binds, Mounts and Tmpfs, as
-    {Type, Source, Destination, RW, Mode, Name?, TmpfsOptions?, Propagation}."""
-    out: list[dict] = []
-    for spec in host_config.get("Binds") or []:
-        parts = spec.split(":")
-        if len(parts) < 2 or len(parts) > 3 or not parts[0] or not parts[1]:
-            raise SpecInputError(f"invalid volume specification: '{spec}'")
-        src, dst = parts[0], parts[1]
-        mode = parts[2] if len(parts) == 3 else ""
-        opts = set(mode.split(",")) if mode else set()
-        unknown = opts - {"ro", "rw", "z", "Z", "nocopy", "private", "rprivate", "shared", "rshared",
-                          "slave", "rslave"}
-        if unknown:
-            raise SpecInputError(f"invalid mode: {mode}")
-        if not dst.startswith("/"):
-            raise SpecInputError(f"invalid volume specification: '{spec}': invalid mount config for type "
-                                 f"\"volume\": invalid mount path: '{dst}' mount path must be absolute")
-        prop = next((o for o in opts if o.endswith(("private", "shared", "slave"))), "rprivate")
-        if src.startswith("/"):
-            out.append({"Type": "bind", "Source": src, "Destination": dst, "RW": "ro" not in opts,
-                        "Mode": mode, "Propagation": prop, "CreateSource": True})
-        else:
-            out.append({"Type": "volume", "Name": src, "Source": "", "Destination": dst, "RW": "ro" not in opts,
-                        "Mode": mode or "z", "Propagation": "", "NoCopy": "nocopy" in opts})
-    for m in host_config.get("Mounts") or []:
-        typ = (m.get("Type") or "volume").lower()
-        dst = m.get("Target") or m.get("Destination") or ""
-        if not dst.startswith("/"):
-            raise SpecInputError(f"invalid mount config for type \"{typ}\": invalid mount path: '{dst}' "
-                                 "mount path must be absolute")
-        ro = bool(m.get("ReadOnly"))
-        if typ == "bind":
-            src = m.get("Source") or ""
-            if not src.startswith("/"):
-                raise SpecInputError(f"invalid mount config for type \"bind\": invalid mount path: '{src}'")
-            if not os.path.exists(src):
-                raise SpecInputError(f"invalid mount config for type \"bind\": bind source path does not exist: {src}")
-            prop = ((m.get("BindOptions") or {}).get("Propagation")) or "rprivate"
-            out.append({"Type": "bind", "Source": src, "Destination": dst, "RW": not ro, "Mode": "",
-                        "Propagation": prop, "CreateSource": False})
-        elif typ == "volume":
-            vo = m.get("VolumeOptions") or {}
-            out.append({"Type": "volume", "Name": m.get("Source") or "", "Source": "", "Destination": dst,
-                        "RW": not ro, "Mode": "z", "Propagation": "", "NoCopy": bool(vo.get("NoCopy")),
-                        "Labels": vo.get("Labels") or {}})
-        elif typ == "tmpfs":
-            if m.get("Source"):
-                raise SpecInputError("invalid mount config for type \"tmpfs\": Source must not be specified")
-            to = m.get("TmpfsOptions") or {}
-            opts = []
-            if to.get("SizeBytes"):
-                opts.append(f"size={int(to['SizeBytes'])}")
-            if to.get("Mode"):
-                opts.append(f"mode={int(to['Mode']):o}")
-            if ro:
-                opts.append("ro")
-            out.append({"Type": "tmpfs", "Source": "", "Destination": dst, "RW": not ro, "Mode": "",
-                        "Propagation": "", "TmpfsOptions": opts})
-        else:
-            raise SpecInputError(f"mount type unknown: {typ}")
-    for dst, options in (host_config.get("Tmpfs") or {}).items():
-        opts = [o for o in (options or "").split(",") if o]
-        out.append({"Type": "tmpfs", "Source": "", "Destination": dst, "RW": "ro" not in opts, "Mode": "",
-                    "Propagation": "", "TmpfsOptions": opts})
-    seen: set[str] = set()
-    for m in out:
-        d = os.path.normpath(m["Destination"])
-        m["Destination"] = d
-        if d in seen:
-            raise SpecInputError(f"Duplicate mount point: {d}")
-        seen.add(d)
-    return out
-
-
-# ---------------------------------------------------------------- users
-def _read_db(rootfs: str, path: str) -> list[list[str]]:
-    try:
-        with open(secure_join(rootfs, path), encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
-    except OSError:
-        return []
-
-
-def resolve_user(rootfs: str, user: str, group_add: list[str] | None = None) -> dict:
-    """Docker's user resolution against the container's /etc/passwd and /etc/group."""
-    name, _, group = (user or "").partition(":")
-    passwd = _read_db(rootfs, "/etc/passwd")
-    groups = _read_db(rootfs, "/etc/group")
-    uid, gid, username = 0, 0, "root"
-    if name:
-        entry = next((p for p in passwd if len(p) >= 4 and p[0] == name), None)
-        if entry is None and name.isdigit():
-            entry = next((p for p in passwd if len(p) >= 4 and p[2] == name), None)
-            uid, gid, username = int(name), 0, ""
-        if entry is not None:
-            uid, gid, username = int(entry[2]), int(entry[3]), entry[0]
-        elif not name.isdigit():
-            raise SpecInputError(f"unable to find user {name}: no matching entries in passwd file")
-    elif passwd:
-        entry = next((p for p in passwd if len(p) >= 4 and p[2] == "0"), None)
-        if entry is not None:
-            gid = int(entry[3])
-    if group:
-        g = next((e for e in groups if len(e) >= 3 and e[0] == group), None)
-        if g is not None:
-            gid = int(g[2])
-        elif group.isdigit():
-            gid = int(group)
-        else:
-            raise SpecInputError(f"unable to find group {group}: no matching entries in group file")
-    extra: list[int] = []
-    if username and not group:
-        for e in groups:
-            if len(e) >= 4 and username in e[3].split(",") and e[2].isdigit():
-                extra.append(int(e[2]))
-    for ga in group_add or []:
-        g = next((e for e in groups if len(e) >= 3 and e[0] == ga), None)
-        if g is not None:
-            extra.append(int(g[2]))
-        elif str(ga).isdigit():
-            extra.append(int(ga))
-        else:
-            raise SpecInputError(f"Unable to find group {ga}")
-    out: dict[str, Any] = {"uid": uid, "gid": gid}
-    extra = sorted(set(extra) - {gid})
-    if extra:
-        out["additionalGids"] = extra
-    return out
 
 
 # ---------------------------------------------------------------- capabilities, security

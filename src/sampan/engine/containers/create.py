@@ -19,6 +19,7 @@ from .. import network as _network
 from .. import restart as _restart
 from .. import spec as _spec
 from ..errors import Conflict, EngineError, InvalidParameter, NotFound
+from ..mounts import parse_mounts
 from ..store import NameTaken
 from .base import EngineBase
 from .state import STOPPED, Status, status_of
@@ -77,17 +78,15 @@ class CreateMixin(EngineBase):
             raise NotFound(f"network {network} not found")
         if network == "host" and not body.get("Hostname"):
             body["Hostname"] = os.uname().nodename  # Docker: a host-network container has the host's name
-        try:
-            config = _spec.merge_config(img.config, body, cid)
-            hc["RestartPolicy"] = _restart.validate(hc.get("RestartPolicy"), bool(hc.get("AutoRemove")))
-            mounts = _spec.parse_mounts(hc)
-            _spec.capabilities(hc)
-            _spec.security_options(hc)
-            _spec.resources(hc)
-            _spec.rlimits(hc)
-            _spec.parse_signal(config.get("StopSignal"))
-        except _spec.SpecInputError as e:
-            raise InvalidParameter(str(e)) from None
+        # (each raises InvalidParameter for what it cannot take)
+        config = _spec.merge_config(img.config, body, cid)
+        hc["RestartPolicy"] = _restart.validate(hc.get("RestartPolicy"), bool(hc.get("AutoRemove")))
+        mounts = parse_mounts(hc)
+        _spec.capabilities(hc)
+        _spec.security_options(hc)
+        _spec.resources(hc)
+        _spec.rlimits(hc)
+        _spec.parse_signal(config.get("StopSignal"))
         hc.setdefault("NetworkMode", network)
         hc["LogConfig"] = log_config(hc.get("LogConfig"))
         hc["Runtime"] = hc.get("Runtime") or self.default_runtime
@@ -140,11 +139,8 @@ class CreateMixin(EngineBase):
                 f.write(_spec.hosts_file(hostname, host_net))
             with open(os.path.join(cdir, "resolv.conf"), "w") as f:
                 f.write(_spec.resolv_conf(host_net, hc.get("Dns"), hc.get("DnsSearch"), hc.get("DnsOptions")))
-            try:
-                oci = _spec.build(container_id=cid, config=config, host_config=hc, rootfs=rootfs,
-                                  container_dir=cdir, mounts=mounts)
-            except _spec.SpecInputError as e:
-                raise InvalidParameter(str(e)) from None
+            oci = _spec.build(container_id=cid, config=config, host_config=hc, rootfs=rootfs,
+                              container_dir=cdir, mounts=mounts)
             os.makedirs(self._bundle(cid), mode=0o711)
             atomic_write(os.path.join(self._bundle(cid), "config.json"), json.dumps(oci).encode(), 0o600)
             path, args = _spec.path_and_args(config)

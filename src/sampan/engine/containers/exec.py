@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import spec as _spec
 from ..errors import Conflict, EngineError, InvalidParameter, NotFound
+from ..users import resolve_user
 from .base import EngineBase
 from .state import require
 
@@ -42,10 +43,7 @@ class ExecMixin(EngineBase):
             proc["cwd"] = config["WorkingDir"]
         if config.get("User"):
             rootfs = os.path.join(self.cdir(rec["id"]), "rootfs")
-            try:
-                proc["user"] = _spec.resolve_user(rootfs, config["User"])
-            except _spec.SpecInputError as e:
-                raise InvalidParameter(str(e)) from None
+            proc["user"] = resolve_user(rootfs, config["User"])
             if proc["user"]["uid"] != 0:
                 caps = proc.get("capabilities") or {}
                 proc["capabilities"] = {**caps, "effective": [], "permitted": []}

@@ -202,10 +202,7 @@ class LifecycleMixin(EngineBase):
     def kill(self, ref: str, signal: str | int | None = None) -> None:
         rec = self._get(ref)
         cid = rec["id"]
-        try:
-            sig = _spec.parse_signal(signal or "SIGKILL")
-        except _spec.SpecInputError as e:
-            raise InvalidParameter(str(e)) from None
+        sig = _spec.parse_signal(signal or "SIGKILL")
         require("kill", self._status(rec), ref, cid, rec["name"])
         if self._status(rec) is Status.PAUSED and sig == _signal.SIGKILL:
             self._signal(cid, sig)

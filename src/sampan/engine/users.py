@@ -1,0 +1,63 @@
+"""A container's user as Docker resolves it (`--user name|uid[:group|gid]`, `--group-add`)
+against the container's own /etc/passwd and /etc/group."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..runtime.fsutil import secure_join
+from .errors import SpecInputError
+
+
+def _read_db(rootfs: str, path: str) -> list[list[str]]:
+    try:
+        with open(secure_join(rootfs, path), encoding="utf-8", errors="replace") as f:
+            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+    except OSError:
+        return []
+
+
+def resolve_user(rootfs: str, user: str, group_add: list[str] | None = None) -> dict:
+    """Docker's user resolution against the container's /etc/passwd and /etc/group."""
+    name, _, group = (user or "").partition(":")
+    passwd = _read_db(rootfs, "/etc/passwd")
+    groups = _read_db(rootfs, "/etc/group")
+    uid, gid, username = 0, 0, "root"
+    if name:
+        entry = next((p for p in passwd if len(p) >= 4 and p[0] == name), None)
+        if entry is None and name.isdigit():
+            entry = next((p for p in passwd if len(p) >= 4 and p[2] == name), None)
+            uid, gid, username = int(name), 0, ""
+        if entry is not None:
+            uid, gid, username = int(entry[2]), int(entry[3]), entry[0]
+        elif not name.isdigit():
+            raise SpecInputError(f"unable to find user {name}: no matching entries in passwd file")
+    elif passwd:
+        entry = next((p for p in passwd if len(p) >= 4 and p[2] == "0"), None)
+        if entry is not None:
+            gid = int(entry[3])
+    if group:
+        g = next((e for e in groups if len(e) >= 3 and e[0] == group), None)
+        if g is not None:
+            gid = int(g[2])
+        elif group.isdigit():
+            gid = int(group)
+        else:
+            raise SpecInputError(f"unable to find group {group}: no matching entries in group file")
+    extra: list[int] = []
+    if username and not group:
+        for e in groups:
+            if len(e) >= 4 and username in e[3].split(",") and e[2].isdigit():
+                extra.append(int(e[2]))
+    for ga in group_add or []:
+        g = next((e for e in groups if len(e) >= 3 and e[0] == ga), None)
+        if g is not None:
+            extra.append(int(g[2]))
+        elif str(ga).isdigit():
+            extra.append(int(ga))
+        else:
+            raise SpecInputError(f"Unable to find group {ga}")
+    out: dict[str, Any] = {"uid": uid, "gid": gid}
+    extra = sorted(set(extra) - {gid})
+    if extra:
+        out["additionalGids"] = extra
+    return out
