@@ -11,8 +11,6 @@ import time
 
 import pytest
 
-from conftest import add_busybox
-
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 pytestmark = pytest.mark.skipif(not os.access(RUNC, os.X_OK), reason="runc is not installed")
 
@@ -40,7 +38,7 @@ def runc_engine(roots, host_watch):
     from sampan.engine.containers import Engine
     root, exec_root = roots
     eng = Engine(root, exec_root, runtimes={"runc": {"path": RUNC}})
-    add_busybox(eng.images)
+    _conftest("engine").add_busybox(eng.images)
     runc_root = os.path.join(exec_root, "runtimes", "runc")
     host_watch.watch_root(runc_root)
     yield eng, runc_root, host_watch
@@ -106,11 +104,12 @@ def test_unknown_runtime_refused_at_create(runc_engine):
         eng.create({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Runtime": "nosuch"}})
 
 
-def _api_conftest():
+def _conftest(area: str):
+    """tests/<area>/conftest.py as a module of its own (every area's is named conftest)."""
     import importlib.util
     from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "api" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_api_conftest", path)
+    path = Path(__file__).resolve().parents[1] / area / "conftest.py"
+    spec = importlib.util.spec_from_file_location(f"_{area}_conftest", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -119,7 +118,7 @@ def _api_conftest():
 def test_docker_cli_runtime_runc_through_sampand(tmp_path_factory, host_watch):
     """sampand --add-runtime runc=PATH; docker run --runtime runc, as with dockerd."""
     import subprocess
-    api = _api_conftest()
+    api = _conftest("api")
     d = api.start_daemon(tmp_path_factory, ("--add-runtime", f"runc={RUNC}"))
     host_watch.watch_root(os.path.join(d.exec_root, "runtimes", "runc"))
     try:
