@@ -380,6 +380,51 @@ class HostWatch:
             shutil.rmtree(path, ignore_errors=True)
 
 
+# -- parallel runs (pytest-xdist; scripts/test.sh) -----------------------------------------
+
+# Tests that use one fixed thing of the host run on one worker, one after the other:
+# path (relative to tests/) -> the name of the thing.
+SHARED_HOST_RESOURCES = {
+    # the cgroup root's subtree_control, and a check that kills any sampan-test-cg-* cgroup
+    "runtime/cgroups": "cgroup-root",
+    # the fixed /run/docker and /run/containerd (shim sockets in /run/containerd/s) and the
+    # top-level cgroups the drop-in daemons' checks compare; a bridge named docker0
+    "integration": "dockerd-containerd",
+}
+SLOW_TIMEOUT = 1200  # seconds, for tests marked slow (the default is pyproject.toml's timeout)
+
+
+def _work_unit(nodeid: str) -> str:
+    """What runs on one worker: a test module (its module-wide daemons are set up once), or
+    every module that uses the same fixed host resource."""
+    module = nodeid.split("::", 1)[0]
+    rel = module.removeprefix("tests/")
+    for prefix, resource in SHARED_HOST_RESOURCES.items():
+        if rel == prefix or rel.startswith(prefix + "/"):
+            return resource
+    return module
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadscope with _work_unit as the scope. (xdist_group marks are no way: xdist 3.8
+    renames node ids through Item._nodeid, which pytest 9.2 no longer reads.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class HostResourceScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid)
+
+    return HostResourceScheduling(config, log)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
+
+
 @pytest.fixture(scope="session")
 def _host_session(tmp_path_factory):
     session = _Session(str(tmp_path_factory.getbasetemp()))

@@ -124,6 +124,8 @@ _RULE_DUMPS = [["iptables-save"], ["ip6tables-save"], ["iptables-legacy-save"],
 _SYSCTLS = ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding",
             "/proc/sys/net/bridge/bridge-nf-call-iptables"]
 _RUN_DIRS = ["/run/docker", "/run/containerd"]
+_DEFAULT_CGROUPS = {"docker", "containerd", "default", "moby"}
+_OWN_CGROUPS = "sampan-test-"  # the prefix of PrivateDaemon.cgroup_parent
 
 
 def _walk(top):
@@ -165,8 +167,12 @@ class HostState:
         # new links are other tests' (a daemon in its own netns cannot make any); a link gone is ours
         if before.links - self.links:
             out.append(f"network links gone: {sorted(before.links - self.links)}")
-        if self.cgroups - before.cgroups:
-            out.append(f"new top-level cgroups: {sorted(self.cgroups - before.cgroups)}")
+        # other tests make top-level cgroups meanwhile: ours are the daemon's (named after its
+        # cgroup parent) and those dockerd and containerd make by default
+        ours = {c for c in self.cgroups - before.cgroups
+                if os.path.basename(c) in _DEFAULT_CGROUPS or os.path.basename(c).startswith(_OWN_CGROUPS)}
+        if ours:
+            out.append(f"new top-level cgroups: {sorted(ours)}")
         return out
 
 
@@ -563,3 +569,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 def containerd(busybox_rootfs):
     _require(("containerd", CONTAINERD), ("ctr", CTR))
     yield from _daemon_fixture(Containerd(busybox_rootfs))
+
+
+@pytest.fixture
+def new_private_daemon(busybox_rootfs):
+    """kind ("dockerd" or "containerd") -> a private daemon of that kind, not started yet."""
+    def make(kind: str) -> PrivateDaemon:
+        if kind == "dockerd":
+            _require(("dockerd", DOCKERD), ("docker CLI", DOCKER_CLI))
+            return Dockerd(busybox_rootfs)
+        _require(("containerd", CONTAINERD), ("ctr", CTR))
+        return Containerd(busybox_rootfs)
+    return make

@@ -2,12 +2,11 @@
 dockerd started with --bridge=none deletes a docker0 bridge it finds in its network
 namespace, which took the host's docker0 away before each daemon got a netns of its own."""
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
-
-from conftest import Containerd, Dockerd, HostState, _require, CONTAINERD, CTR, DOCKERD, DOCKER_CLI
 
 ADDRESS = "198.51.100.1/32"
 
@@ -42,15 +41,10 @@ def _start_and_stop(daemon):
 
 
 @pytest.mark.parametrize("kind", ["dockerd", "containerd"])
-def test_docker0_and_host_network_survive_a_private_daemon(kind, docker0, busybox_rootfs):
-    if kind == "dockerd":
-        _require(("dockerd", DOCKERD), ("docker CLI", DOCKER_CLI))
-        daemon = Dockerd(busybox_rootfs)
-    else:
-        _require(("containerd", CONTAINERD), ("ctr", CTR))
-        daemon = Containerd(busybox_rootfs)
-    links, addresses = set(HostState().links), _addresses(docker0)
+def test_docker0_and_host_network_survive_a_private_daemon(kind, docker0, new_private_daemon):
+    daemon = new_private_daemon(kind)
+    links, addresses = set(os.listdir("/sys/class/net")), _addresses(docker0)
     _start_and_stop(daemon)  # the teardown compares the firewall, sysctls and links too
     assert Path(f"/sys/class/net/{docker0}").exists(), f"{kind} deleted the host's {docker0}"
     assert _addresses(docker0) == addresses
-    assert links <= set(HostState().links)
+    assert links <= set(os.listdir("/sys/class/net"))
