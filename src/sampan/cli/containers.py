@@ -7,7 +7,6 @@ json) is imported when they run."""
 from __future__ import annotations
 
 import sys
-import time
 
 from .client import APIError, Client, demux, quote_ref, resp_chunks
 from .command import CLIError, each, verb
@@ -84,7 +83,7 @@ PS_TABLE = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}
 
 def _ps_row(c: dict, no_trunc: bool) -> dict:
     import json
-    from ..timefmt import ago
+    from ..timefmt import ago, go_time_string
     cmd = c.get("Command") or ""
     if not no_trunc and len(cmd) > 20:
         cmd = cmd[:19] + "…"
@@ -92,8 +91,7 @@ def _ps_row(c: dict, no_trunc: bool) -> dict:
                       else f"{p.get('PrivatePort')}/{p.get('Type')}" for p in c.get("Ports") or [])
     names = ",".join(n.lstrip("/") for n in c.get("Names") or [])
     return {"ID": c["Id"] if no_trunc else c["Id"][:12], "Image": c.get("Image", ""),
-            "Command": json.dumps(cmd, ensure_ascii=False), "CreatedAt": time.strftime(
-                "%Y-%m-%d %H:%M:%S %z %Z", time.localtime(c.get("Created", 0))),
+            "Command": json.dumps(cmd, ensure_ascii=False), "CreatedAt": go_time_string(c.get("Created", 0)),
             "RunningFor": ago(c.get("Created", 0)),
             "Status": c.get("Status", ""), "State": c.get("State", ""), "Ports": ports, "Names": names,
             "Labels": ",".join(f"{k}={v}" for k, v in (c.get("Labels") or {}).items()), "Mounts": "",

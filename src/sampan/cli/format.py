@@ -8,17 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
 from typing import Callable
 
 
 class TemplateError(ValueError):
     pass
-
-
-def go_time(ts: float) -> str:
-    """Go's time.Time String(): 2024-01-02 03:04:05 +0000 UTC."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
 
 
 def ellipsis(s: str, width: int) -> str:

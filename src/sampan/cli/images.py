@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Callable
 
-from ..timefmt import ago
+from ..timefmt import ago, go_time_string
 from ..units import human_size
 from . import format as fmt
 from .client import APIError, Client, quote_ref
@@ -61,7 +61,7 @@ def _image_rows(summaries: list[dict], args: argparse.Namespace) -> list[dict]:
         created = img.get("Created") or 0
         size = img.get("Size") or 0
         base = {"Containers": str(img["Containers"]) if img.get("Containers", -1) >= 0 else "N/A",
-                "CreatedAt": fmt.go_time(created) if created else "", "CreatedSince": ago(created),
+                "CreatedAt": go_time_string(created) if created else "", "CreatedSince": ago(created),
                 "ID": img["Id"] if args.no_trunc else _short_id(img["Id"]),
                 "SharedSize": human_size(img["SharedSize"]) if img.get("SharedSize", -1) >= 0 else "N/A",
                 "Size": human_size(size), "UniqueSize": "N/A", "VirtualSize": human_size(img.get("VirtualSize", size))}
