@@ -236,30 +236,24 @@ class LifecycleMixin(EngineBase):
                 self._set_status(cid, Status.RUNNING, Paused=False)
 
     def pause(self, ref: str) -> None:
-        from ...supervisor.client import SupervisorError
-        rec = self._get(ref)
-        cid = rec["id"]
-        with self._lock(cid):
-            require("pause", self._status(self._get(cid)), ref, cid, rec["name"])
-            try:
-                self._call("pause", container=cid)
-            except SupervisorError as e:
-                raise EngineError(f"cannot pause container {cid}: {e}") from None
-            self._set_status(cid, Status.PAUSED, Paused=True)
-        self._emit(rec, "pause")
+        self._freeze(ref, "pause", "pause", Status.PAUSED)
 
     def unpause(self, ref: str) -> None:
+        self._freeze(ref, "unpause", "resume", Status.RUNNING)
+
+    def _freeze(self, ref: str, action: str, op: str, target: Status) -> None:
+        """pause (freeze the container's cgroup) or unpause (thaw it) through the supervisor."""
         from ...supervisor.client import SupervisorError
         rec = self._get(ref)
         cid = rec["id"]
         with self._lock(cid):
-            require("unpause", self._status(self._get(cid)), ref, cid, rec["name"])
+            require(action, self._status(self._get(cid)), ref, cid, rec["name"])
             try:
-                self._call("resume", container=cid)
+                self._call(op, container=cid)
             except SupervisorError as e:
-                raise EngineError(f"cannot unpause container {cid}: {e}") from None
-            self._set_status(cid, Status.RUNNING, Paused=False)
-        self._emit(rec, "unpause")
+                raise EngineError(f"cannot {action} container {cid}: {e}") from None
+            self._set_status(cid, target, Paused=target is Status.PAUSED)
+        self._emit(rec, action)
 
     # ------------------------------------------------------------------ remove / rename
     def remove(self, ref: str, force: bool = False, volumes: bool = False, _files_after: bool = False) -> None:
