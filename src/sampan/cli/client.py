@@ -125,15 +125,18 @@ class Response:
         data, self._buf = self._buf[:n], self._buf[n:]
         return data
 
+    def _exactly(self, left: int) -> Iterator[bytes]:
+        """The next `left` bytes of the body, as they arrive."""
+        while left > 0:
+            if not self._buf and not self._fill():
+                raise APIError(500, "the daemon closed the connection mid-response")
+            data = self._take(left)
+            left -= len(data)
+            yield data
+
     def _body(self) -> Iterator[bytes]:
         if self._mode == "length":
-            left = self._left
-            while left > 0:
-                if not self._buf and not self._fill():
-                    raise APIError(500, "the daemon closed the connection mid-response")
-                data = self._take(left)
-                left -= len(data)
-                yield data
+            yield from self._exactly(self._left)
         elif self._mode == "close":
             while self._buf or self._fill():
                 yield self._take(len(self._buf))
@@ -146,13 +149,7 @@ class Response:
                 size = int(line.split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
                     return  # trailers are not used by the API
-                left = size
-                while left > 0:
-                    if not self._buf and not self._fill():
-                        raise APIError(500, "the daemon closed the connection mid-response")
-                    data = self._take(left)
-                    left -= len(data)
-                    yield data
+                yield from self._exactly(size)
                 while len(self._buf) < 2:
                     if not self._fill():
                         return

@@ -143,6 +143,10 @@ def parse(rec: Recorder, args: list[str]) -> dict[str, Any] | None:
             values[opt.dest] = value
         return True
 
+    def store_next(opt: _Option) -> bool:
+        """The option's value is the next argument (not one that looks like an option)."""
+        return i + 1 < len(args) and not _looks_like_option(args[i + 1]) and store(opt, args[i + 1])
+
     while i < len(args):
         a = args[i]
         if a == "--" or (a.startswith("-") and a != "-" and a[1:2].isdigit()):
@@ -160,11 +164,9 @@ def parse(rec: Recorder, args: list[str]) -> dict[str, Any] | None:
                 if not store(opt, explicit):
                     return None
             else:
-                if i + 1 >= len(args) or _looks_like_option(args[i + 1]):
+                if not store_next(opt):
                     return None
                 i += 1
-                if not store(opt, args[i]):
-                    return None
         elif a.startswith("-") and a != "-":
             name, eq, explicit = a.partition("=")
             opt = rec.options.get(name) if eq else None
@@ -186,11 +188,9 @@ def parse(rec: Recorder, args: list[str]) -> dict[str, Any] | None:
                         if rest.startswith("=") or not store(opt, rest):
                             return None
                     else:
-                        if i + 1 >= len(args) or _looks_like_option(args[i + 1]):
+                        if not store_next(opt):
                             return None
                         i += 1
-                        if not store(opt, args[i]):
-                            return None
                     break
         else:
             if not positionals:

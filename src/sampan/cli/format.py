@@ -333,15 +333,22 @@ def render(template: str, data: object) -> str:
     return "".join(out)
 
 
+def render_flag(fmt: str, data: object) -> str:
+    """One document under a user's ``--format``: "json", or a template with the \\t and \\n
+    docker's users write."""
+    if fmt == "json":
+        return _json(data)
+    return render(fmt.replace("\\t", "\t").replace("\\n", "\n"), data)
+
+
 def write_inspected(template: str | None, objects: list, write: Callable[[str], None]) -> None:
     """`inspect`'s output: the objects as an indented JSON list, or the template (with the
     \\t and \\n docker's users write) once for each."""
     if not template:
         write(json.dumps(objects, indent=4, ensure_ascii=False) + "\n")
         return
-    template = template.replace("\\t", "\t").replace("\\n", "\n")
     for obj in objects:
-        write(render(template, obj) + "\n")
+        write(render_flag(template, obj) + "\n")
 
 
 def write_formatted(fmt: str, rows: list[dict], headers: dict[str, str], write: Callable[[str], None],

@@ -70,7 +70,7 @@ def cmd_info(client: Client, ns: argparse.Namespace) -> int:
     i = client.get("/info")
     if ns.format:
         from . import format as fmt
-        print(fmt.render("{{json .}}" if ns.format == "json" else ns.format.replace("\\n", "\n"), i))
+        print(fmt.render_flag(ns.format, i))
         return 0
     print("Server:")
     print(f" Containers: {i.get('Containers')}")
@@ -103,7 +103,7 @@ def cmd_version(client: Client, ns: argparse.Namespace) -> int:
     if ns.format:
         from . import format as fmt
         doc = {"Client": cv, "Server": client.get("/version")}
-        print(fmt.render("{{json .}}" if ns.format == "json" else ns.format.replace("\\n", "\n"), doc))
+        print(fmt.render_flag(ns.format, doc))
         return 0
     print("Client:")
     print(f" Version:           {cv['Version']}")
