@@ -1,5 +1,6 @@
 """Layer apply and diff on real tar archives (Python's tarfile, GNU tar, zstd): every entry
 kind, both whiteout kinds in both modes, path-escape attempts, corrupt input, round trips."""
+import contextlib
 import gzip
 import hashlib
 import io
@@ -12,9 +13,9 @@ import tarfile
 import pytest
 import zstandard
 
-from sampan.image import layers
-from sampan.image.layers import LayerError, apply, diff, verify
+from sampan.image.layers import LayerError, apply, diff, export, verify
 from sampan.image.snapshots import is_mounted, mount_overlay, mountpoints, unmount_path
+from sampan.oci import mediatypes
 
 T0 = 1_600_000_000
 
@@ -139,6 +140,22 @@ def is_opaque(path) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def overlay_over(tmp_path, base):
+    """The layer ``base`` (make_tar entries) unpacked into tmp_path/l1 and mounted as the lower
+    layer of an overlay at tmp_path/merged (upper: tmp_path/upper); yields (merged, upper, l1)."""
+    l1 = tmp_path / "l1"
+    apply(io.BytesIO(make_tar(base)), str(l1))
+    merged, upper, work = (tmp_path / n for n in ("merged", "upper", "work"))
+    for d in (merged, upper, work):
+        d.mkdir()
+    mount_overlay(str(merged), [str(l1)], str(upper), str(work))
+    try:
+        yield merged, upper, l1
+    finally:
+        unmount_path(str(merged))
+
+
 # ---------------------------------------------------------------------------- entry kinds
 
 def test_every_entry_kind_with_metadata(tmp_path):
@@ -159,7 +176,7 @@ def test_every_entry_kind_with_metadata(tmp_path):
         ("file", "big", b"z" * 3_000_000, {"uid": 3_000_000, "gid": 3_000_001}),
     ])
     dest = tmp_path / "out"
-    res = apply(io.BytesIO(gz(data)), str(dest), layers.MEDIA_TYPE_GZIP, mode="flat")
+    res = apply(io.BytesIO(gz(data)), str(dest), mediatypes.OCI_LAYER_GZIP, mode="flat")
     assert res.diff_id == sha(data) and res.size == len(data)
     assert res.compression == "gzip" and res.digest == sha(gz(data))
     st = os.lstat(dest / "etc")
@@ -274,7 +291,7 @@ def test_compressions_are_sniffed(tmp_path, compression):
     else:
         blob = data
     # the media type says tar+gzip whatever the bytes are: the bytes win
-    res = apply(io.BytesIO(blob), str(tmp_path / "o"), layers.MEDIA_TYPE_GZIP, expected_digest=sha(blob),
+    res = apply(io.BytesIO(blob), str(tmp_path / "o"), mediatypes.OCI_LAYER_GZIP, expected_digest=sha(blob),
                 expected_diff_id=sha(data))
     assert res.diff_id == sha(data) and res.digest == sha(blob)
     assert (tmp_path / "o/a").read_bytes() == b"A" * 100_000
@@ -545,20 +562,14 @@ def test_diff_compressed_output(tmp_path):
     out = io.BytesIO()
     r = diff(str(upper), [], out, compression="gzip")
     assert r == sha(gzip.decompress(out.getvalue()))
-    assert r.digest == sha(out.getvalue()) and r.media_type == layers.MEDIA_TYPE_GZIP
+    assert r.digest == sha(out.getvalue()) and r.media_type == mediatypes.OCI_LAYER_GZIP
 
 
 def test_diff_of_overlay_upper_round_trips_through_apply(tmp_path):
     base = [("dir", "etc"), ("file", "etc/keep", b"k"), ("file", "etc/remove", b"r"),
             ("dir", "data"), ("file", "data/old", b"old"), ("dir", "tree"), ("file", "tree/leaf", b"l"),
             ("file", "bin/tool", b"v1", {"mode": 0o755})]
-    l1 = tmp_path / "l1"
-    apply(io.BytesIO(make_tar(base)), str(l1))
-    merged, upper, work = (tmp_path / n for n in ("merged", "upper", "work"))
-    for d in (merged, upper, work):
-        d.mkdir()
-    mount_overlay(str(merged), [str(l1)], str(upper), str(work))
-    try:
+    with overlay_over(tmp_path, base) as (merged, upper, l1):
         os.unlink(merged / "etc/remove")
         shutil.rmtree(merged / "tree")
         shutil.rmtree(merged / "data")
@@ -571,8 +582,6 @@ def test_diff_of_overlay_upper_round_trips_through_apply(tmp_path):
         os.symlink("/etc/keep", merged / "etc/sym")
         os.setxattr(merged / "etc/added", "user.tag", b"t")
         expected = tree(merged, times=False)
-    finally:
-        unmount_path(str(merged))
     assert is_opaque(upper / "data") and is_whiteout(upper / "etc/remove")
     out = io.BytesIO()
     d = diff(str(upper), [str(l1)], out)
@@ -588,7 +597,7 @@ def test_diff_of_overlay_upper_round_trips_through_apply(tmp_path):
     for n in ("merged", "upper", "work"):
         shutil.rmtree(tmp_path / n)
         (tmp_path / n).mkdir()
-    mount_overlay(str(merged), [str(l2), str(l1)], str(upper), str(work))
+    mount_overlay(str(merged), [str(l2), str(l1)], str(upper), str(tmp_path / "work"))
     try:
         assert tree(merged, times=False) == expected
     finally:
@@ -608,3 +617,45 @@ def test_diff_leaves_out_whiteouts_that_hide_nothing(tmp_path):
         assert t.getnames() == [".wh.present"]
 
 
+
+
+# ---------------------------------------------------------------------------- export
+
+def test_export_writes_the_merged_view_as_it_is(tmp_path):
+    """docker export: the merged view of an overlay (whiteouts and opaque dirs already taken
+    into account by overlayfs) as a plain tar that GNU tar unpacks into the same tree."""
+    base = [("dir", "etc"), ("file", "etc/keep", b"k"), ("file", "etc/remove", b"r"),
+            ("dir", "data"), ("file", "data/old", b"old")]
+    with overlay_over(tmp_path, base) as (merged, _upper, _l1):
+        os.unlink(merged / "etc/remove")
+        shutil.rmtree(merged / "data")
+        (merged / "data").mkdir()
+        (merged / "data/new").write_bytes(b"new")
+        os.link(merged / "etc/keep", merged / "etc/keep-link")
+        os.mknod(merged / "etc/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        os.setxattr(merged / "etc/keep", "user.tag", b"t")
+        expected = tree(merged)
+        out = io.BytesIO()
+        r = export(str(merged), out)
+    data = out.getvalue()
+    assert r == sha(data) and r.media_type == mediatypes.OCI_LAYER
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        names = t.getnames()
+    assert names == ["data", "data/new", "etc", "etc/keep", "etc/keep-link", "etc/null"]
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["tar", "-x", "--xattrs", "--xattrs-include=user.*", "-C", str(unpacked)], input=data,
+                   check=True)
+    assert tree(unpacked) == expected
+
+
+def test_export_keeps_a_0_0_character_device(tmp_path):
+    """Outside an overlay upper dir a 0/0 character device is a device, not a whiteout."""
+    root = tmp_path / "r"
+    root.mkdir()
+    os.mknod(root / "c00", stat.S_IFCHR | 0o600, 0)
+    out = io.BytesIO()
+    export(str(root), out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as t:
+        (m,) = t.getmembers()
+    assert m.name == "c00" and m.ischr() and (m.devmajor, m.devminor) == (0, 0)

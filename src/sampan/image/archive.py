@@ -38,7 +38,7 @@ from . import changes as _changes
 from . import platform as _platform
 from . import reference as _ref
 from .content import digest_of, split_digest
-from .layers import detect_compression
+from .layers.compression import detect_compression
 from .pipe import Budget, Pipe
 from .store import Image, ImageError, ImageStore, InvalidImage
 
