@@ -175,6 +175,62 @@ def test_default_cgroup_is_named_after_the_id_and_removed_on_delete(rt, bundle, 
     assert _dirs_naming(cid, util) == []
 
 
+def _v1_mounted(controller: str) -> bool:
+    return Path("/sys/fs/cgroup", controller).is_dir() and not Path("/sys/fs/cgroup/cgroup.controllers").exists()
+
+
+def _unified_controllers() -> set[str]:
+    for top in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        if Path(top, "cgroup.controllers").exists():
+            return set(Path(top, "cgroup.controllers").read_text().split())
+    return set()
+
+
+@pytest.mark.parametrize("resources, controller", [
+    ({"network": {"classID": 1048577}}, "net_cls"),
+    ({"network": {"priorities": [{"name": "eth0", "priority": 5}]}}, "net_prio"),
+    ({"rdma": {"mlx5_1": {"hcaHandles": 3}}}, "rdma"),
+])
+def test_a_limit_of_a_controller_the_host_lacks_fails_create(rt, bundle, util, resources, controller):
+    """Never dropped silently: the create fails with one line naming the controller and leaves
+    no cgroup, state or process behind."""
+    if _v1_mounted(controller) or controller in _unified_controllers():
+        pytest.skip(f"this host has the {controller} controller")
+    bundle.linux["resources"].update(resources)
+    cid = rt.new_id()
+    r = rt.create(cid, bundle.args("sleep", "100"), check=False)
+    assert r.returncode == 1, r
+    assert controller in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    assert rt.status(cid) is None
+    assert not (rt.root / cid).exists()
+    assert _dirs_naming(cid, util) == []
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and cid in _cgroup_text(pid)]
+
+
+def _cgroup_text(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return ""
+
+
+def test_hugetlb_limit_is_applied_where_the_host_has_the_controller(rt, bundle, util):
+    """On a hybrid host without a v1 hugetlb hierarchy the limit goes to the unified tree
+    (runc 1.1 refuses it there); a page size the host lacks fails create with one line."""
+    if not _v1_mounted("hugetlb") and "hugetlb" not in _unified_controllers():
+        pytest.skip("no hugetlb controller on this host")
+    bundle.linux["resources"]["hugepageLimits"] = [{"pageSize": "2MB", "limit": 4 << 20}]
+    cid, pid = rt.started(bundle.args("sleep", "100"))
+    d = util.cgroup_dir(pid, "hugetlb" if _v1_mounted("hugetlb") else "unified")
+    name = "hugetlb.2MB.limit_in_bytes" if _v1_mounted("hugetlb") else "hugetlb.2MB.max"
+    assert int((d / name).read_text()) == 4 << 20
+    bundle.linux["resources"]["hugepageLimits"] = [{"pageSize": "4MB", "limit": 4 << 20}]
+    other = rt.new_id()
+    r = rt.create(other, bundle, check=False)
+    assert r.returncode == 1 and "hugetlb" in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    assert rt.status(other) is None and _dirs_naming(other, util) == []
+
+
 def test_pause_and_resume(rt, bundle, util):
     bundle.sh("i=0; while :; do i=$((i+1)); echo $i > /count; sleep 0.02; done")
     cid, pid = rt.started(bundle)

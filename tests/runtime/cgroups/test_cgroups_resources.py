@@ -158,8 +158,15 @@ def test_v2_unified_rejects(bad):
         v2_resources.unified(bad)
 
 
-def test_v2_plan_ignores_network_and_absent_sections():
-    assert v2_resources.plan({"network": {"classID": 5}, "memory": None}, V2_FILES) == []
+def test_v2_plan_ignores_absent_sections():
+    assert v2_resources.plan({"network": {}, "memory": None}, V2_FILES) == []
+
+
+@pytest.mark.parametrize("network, controller", [({"classID": 5}, "net_cls"),
+                                                 ({"priorities": [{"name": "eth0", "priority": 1}]}, "net_prio")])
+def test_v2_plan_refuses_network(network, controller):
+    with pytest.raises(ValueError, match=f"cgroup v2 has no {controller} controller"):
+        v2_resources.plan({"network": network}, V2_FILES)
 
 
 def test_invalid_values_are_rejected_before_any_write():

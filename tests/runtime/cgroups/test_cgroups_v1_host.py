@@ -183,12 +183,16 @@ def test_device_rules(name, spawn, cleanup):
     assert "c 1:11 r" in read(m, "devices", "devices.list").splitlines()
 
 
-def test_network_is_ignored_when_not_mounted_and_unified_is_refused(name, cleanup):
+def test_network_is_refused_when_not_mounted_and_unified_is_refused(name, cleanup):
     m = manager_for(f"/{name}", name)
     cleanup(m)
     m.create()
     if "net_cls" not in m.paths():
-        m.set({"network": {"classID": 5, "priorities": [{"name": "eth0", "priority": 1}]}})
+        with pytest.raises(ValueError, match="the net_cls controller is not mounted on this host"):
+            m.set({"network": {"classID": 5}})
+    if "net_prio" not in m.paths():
+        with pytest.raises(ValueError, match="the net_prio controller is not mounted on this host"):
+            m.set({"network": {"priorities": [{"name": "eth0", "priority": 1}]}})
     with pytest.raises(ValueError, match="unified resources require cgroup v2"):
         m.set({"unified": {"memory.high": "1"}})
 

@@ -87,7 +87,6 @@ def test_resource_writes(tree, writes):
                 "throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 100}],
             },
             "pids": {"limit": 64},
-            "network": {"classID": 7},
         }
     )
     assert content(d, "memory.max") == str(1 << 30)

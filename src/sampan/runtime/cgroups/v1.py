@@ -38,10 +38,11 @@ class V1Manager(Manager):
         plan = v1_resources.plan(resources, fs.Files(self._dir_of))
         for name, value in plan:
             controller = controller_of(name)
-            if controller in self._paths:
-                fs.write(self._paths[controller], name, value)
-            elif controller not in v1_resources.OPTIONAL_CONTROLLERS:
-                raise ValueError(f"cgroup: cannot write {name}={value}: the {controller} controller is not mounted")
+            if controller not in self._paths:
+                # Never dropped: a limit asked for and not applied is a container less confined.
+                raise ValueError(f"cgroup: cannot set {name}={value}: the {controller} controller is not mounted "
+                                 f"on this host")
+            fs.write(self._paths[controller], name, value)
 
     def _dir_of(self, name: str) -> str:
         controller = controller_of(name)

@@ -5,11 +5,6 @@ from . import devices
 from . import resources as common
 from .fs import Files, Plan
 
-# Controllers whose absence is not an error: the spec's network section is advisory and
-# many hosts (this one included) mount neither.
-OPTIONAL_CONTROLLERS = frozenset({"net_cls", "net_prio"})
-
-
 def plan(res: dict, files: Files) -> Plan:
     if res.get("unified"):
         raise ValueError("unified resources require cgroup v2")

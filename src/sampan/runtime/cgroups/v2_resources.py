@@ -1,8 +1,8 @@
 """OCI linux.resources -> cgroup v2 file writes, with the v1-to-v2 value conversions.
 
 plan() covers the sections with v1 counterparts and unified() the raw v2 entries, which the
-manager writes last. devices are not here (v2 has no devices files, see devices_bpf);
-network has no v2 equivalent and is ignored, as by runc.
+manager writes last. devices are not here (v2 has no devices files, see devices_bpf).
+network (net_cls, net_prio) has no v2 equivalent: asking for it fails (runc ignores it).
 """
 from __future__ import annotations
 
@@ -144,6 +144,13 @@ def rdma(section: dict, files: Files) -> Plan:
     return common.rdma(section)
 
 
+def network(section: dict, files: Files) -> Plan:
+    for key, controller in (("classID", "net_cls"), ("priorities", "net_prio")):
+        if section.get(key):
+            raise ValueError(f"cgroup: cannot set network.{key}: cgroup v2 has no {controller} controller")
+    return []
+
+
 def unified(entries: dict) -> Plan:
     """linux.resources.unified: file name -> value, written verbatim."""
     out: Plan = []
@@ -170,4 +177,5 @@ _PLANNERS = (
     ("cpu", cpu),
     ("hugepageLimits", hugepages),
     ("rdma", rdma),
+    ("network", network),
 )
