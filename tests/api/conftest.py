@@ -26,9 +26,10 @@ def _add_busybox():
 
 
 class Daemon:
-    def __init__(self, root: str, exec_root: str, args: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: str, exec_root: str, args: tuple[str, ...] = (), netns: str | None = None) -> None:
         self.root, self.exec_root = root, exec_root
         self.args = args  # more sampand options
+        self.netns = netns  # a network namespace (its /proc/PID/ns/net) to run sampand in
         self.sock = os.path.join(exec_root, "sampan.sock")
         self.host = "unix://" + self.sock
         self.proc: subprocess.Popen | None = None
@@ -40,8 +41,9 @@ class Daemon:
 
     def start(self) -> None:
         log = open(os.path.join(self.exec_root, "sampand.log"), "ab")
-        self.proc = subprocess.Popen([PY, "-m", "sampan.api", "--root", self.root, "--exec-root", self.exec_root,
-                                      *self.args], stdout=log, stderr=log, start_new_session=True)
+        enter = ["nsenter", f"--net={self.netns}", "--"] if self.netns else []
+        self.proc = subprocess.Popen([*enter, PY, "-m", "sampan.api", "--root", self.root, "--exec-root",
+                                      self.exec_root, *self.args], stdout=log, stderr=log, start_new_session=True)
         log.close()
         from sampan.cli.client import Client
         c = Client(self.sock)
@@ -92,8 +94,9 @@ class Daemon:
         return subprocess.run([DOCKER, *args], env=self.env, input=input, capture_output=True, timeout=timeout)
 
 
-def start_daemon(tmp_path_factory, args: tuple[str, ...] = ()) -> Daemon:
-    """A sampand on new roots with busybox in its store; end it with stop_daemon."""
+def start_daemon(tmp_path_factory, args: tuple[str, ...] = (), netns: str | None = None) -> Daemon:
+    """A sampand on new roots with busybox in its store (in the network namespace `netns`, a
+    /proc/PID/ns/net path, if given); end it with stop_daemon."""
     root = str(tmp_path_factory.mktemp("sampand") / "root")
     exec_root = f"/run/sampan-apitest-{os.getpid()}-{time.monotonic_ns()}"
     os.makedirs(exec_root)
@@ -101,7 +104,7 @@ def start_daemon(tmp_path_factory, args: tuple[str, ...] = ()) -> Daemon:
     store = ImageStore(root)
     _add_busybox()(store)
     store.close()
-    d = Daemon(root, exec_root, args)
+    d = Daemon(root, exec_root, args, netns)
     d.start()
     return d
 

@@ -167,8 +167,9 @@ class RegistryServer:
     """One docker-registry process; `host` is "127.0.0.1:PORT"."""
 
     def __init__(self, directory: str, *, basic: bool = False, tls: tuple[str, str] | None = None,
-                 token: TokenServer | None = None) -> None:
+                 token: TokenServer | None = None, netns: str | None = None) -> None:
         self.dir = directory
+        self.netns = netns  # a network namespace (/proc/PID/ns/net) to serve in instead of the host's
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.log_path = os.path.join(directory, "registry.log")
@@ -201,19 +202,26 @@ class RegistryServer:
 
     def start(self) -> "RegistryServer":
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([REGISTRY_BIN, "serve", self.config], stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen([*enter_netns(self.netns), REGISTRY_BIN, "serve", self.config], stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {self.log()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
+            if self._listening():
+                return self
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError("docker-registry did not start in 20 s")
+
+    def _listening(self) -> bool:
+        if self.netns:  # not reachable from here: the registry says when it listens
+            return f"listening on 127.0.0.1:{self.port}" in self.log()
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
 
     def log(self) -> str:
         with open(self.log_path, "rb") as f:
@@ -425,13 +433,18 @@ def write_oci_layout(store, directory: str, image: TestImage, tag: str) -> None:
         json.dump(index, f)
 
 
-def skopeo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def enter_netns(netns: str | None) -> list[str]:
+    """The argv prefix that runs a command in the network namespace `netns` (or as it is)."""
+    return ["nsenter", f"--net={netns}", "--"] if netns else []
+
+
+def skopeo(*args: str, timeout: float = 120, netns: str | None = None) -> subprocess.CompletedProcess:
     """Run skopeo without leaving files behind: as root it keeps a blob-info cache in
     /var/lib/containers, so it runs in a private mount namespace with a tmpfs on /var/lib
     (which also makes each run start with an empty cache: no cross-run blob reuse)."""
     tmp = tempfile.mkdtemp(prefix="sampan-skopeo-")
     try:
-        cmd = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+        cmd = [*enter_netns(netns), "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
                'mount -t tmpfs sampan-skopeo /var/lib && exec "$@"', "sh",
                SKOPEO_BIN, "--insecure-policy", "--tmpdir", tmp, *args]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

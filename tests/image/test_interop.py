@@ -1,98 +1,120 @@
 """sampan's images with real peers: a private dockerd (docker save/load/run/push/pull),
-skopeo, umoci and Debian's docker-registry. Image IDs must match both ways."""
+skopeo, umoci and Debian's docker-registry, driven through a private sampand as a user
+drives it (the sampan CLI and the docker CLI). Image IDs must match both ways.
+
+The private dockerd runs in a network namespace of its own; the registry, sampand and skopeo
+run in that namespace too, so each of them reaches the registry at 127.0.0.1."""
 from __future__ import annotations
 
 import importlib.util
 import os
 import shutil
 import subprocess
-import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from registry_fixtures import *  # noqa: F401,F403 - plain_registry, config_dir, ...
-from registry_fixtures import SKOPEO_BIN, skopeo
-
-from sampan.image import bootstrap
-from sampan.image.store import ImageStore
+from registry_fixtures import REGISTRY_BIN, SKOPEO_BIN, RegistryServer, skopeo
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPAN = [sys.executable, "-m", "sampan.cli.main"]
 UMOCI = shutil.which("umoci")
 
-# The private dockerd of the drop-in tests (its own data root, no firewall changes).
-_spec = importlib.util.spec_from_file_location("sampan_dropin_fixtures", REPO / "tests" / "integration" / "conftest.py")
-dropin = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(dropin)
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# The private dockerd of the drop-in tests (its own data root and network namespace) and the
+# private sampand of the API tests.
+dropin = _load("sampan_dropin_fixtures", REPO / "tests" / "integration" / "conftest.py")
+api = _load("sampan_api_fixtures", REPO / "tests" / "api" / "conftest.py")
 busybox_rootfs = dropin.busybox_rootfs
 dockerd = dropin.dockerd
 
 
-@pytest.fixture
-def root(tmp_path) -> str:
-    return str(tmp_path / "root")
+@pytest.fixture(scope="module")
+def netns(dockerd) -> str:
+    return f"/proc/{dockerd.proc.pid}/ns/net"
 
 
-def sampan(root: str, *args: str, stdin=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run([*SAMPAN, "--root", root, *args], stdin=stdin, capture_output=True, env=env, timeout=120)
+@pytest.fixture(scope="module")
+def sampand(tmp_path_factory, netns):
+    d = api.start_daemon(tmp_path_factory, netns=netns)
+    yield d
+    api.stop_daemon(d)
 
 
-def piped(left: list[str], right: list[str], env=None) -> tuple[subprocess.CompletedProcess, int]:
-    """left | right; returns (right's result, left's exit code)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
-    first = subprocess.Popen(left, stdout=subprocess.PIPE, env=env)
-    second = subprocess.run(right, stdin=first.stdout, capture_output=True, text=True, env=env, timeout=120)
+@pytest.fixture(scope="module")
+def registry(netns):
+    if REGISTRY_BIN is None:
+        pytest.skip("docker-registry is not installed (scripts/setup.sh)")
+    directory = tempfile.mkdtemp(prefix="sampan-registry-interop-")
+    r = RegistryServer(directory, netns=netns).start()
+    yield r
+    r.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def ok(cp: subprocess.CompletedProcess) -> str:
+    assert cp.returncode == 0, (cp.args, cp.stdout, cp.stderr)
+    return cp.stdout.decode() if isinstance(cp.stdout, bytes) else cp.stdout
+
+
+def piped(left: list[str], left_env: dict, right: list[str], right_env: dict) -> str:
+    """left | right, both must succeed; returns right's stdout."""
+    first = subprocess.Popen(left, stdout=subprocess.PIPE, env=left_env, stdin=subprocess.DEVNULL)
+    second = subprocess.run(right, stdin=first.stdout, capture_output=True, text=True, env=right_env, timeout=120)
     first.stdout.close()
-    return second, first.wait(timeout=60)
+    assert first.wait(timeout=60) == 0, left
+    assert second.returncode == 0, second.stderr
+    return second.stdout
+
+
+SAMPAN_CLI = [api.PY, "-m", "sampan.cli.main"]
 
 
 def docker_id(dockerd, name: str) -> str:
     return dockerd.docker("image", "inspect", "-f", "{{.Id}}", name).stdout.strip()
 
 
-def run_in(rootfs: str, *argv: str) -> str:
-    return subprocess.run(["chroot", rootfs, *argv], capture_output=True, text=True, check=True).stdout
+def sampan_id(sampand, name: str) -> str:
+    return ok(sampand.docker("image", "inspect", "-f", "{{.Id}}", name)).strip()
 
 
-def test_docker_save_sampan_load(dockerd, root):
-    result, rc = piped(["docker", "save", dockerd.image], [*SAMPAN, "--root", root, "load"], env=dockerd.env)
-    assert rc == 0 and result.returncode == 0, result.stderr
-    assert result.stdout == f"Loaded image: {dockerd.image}\n"
-    store = ImageStore(root)
-    assert store.resolve(dockerd.image).id == docker_id(dockerd, dockerd.image)
-    spec = store.prepare_rootfs("from-docker", dockerd.image)
+def test_docker_save_sampan_load_run(dockerd, sampand):
+    out = piped([dropin.DOCKER_CLI, "save", dockerd.image], dockerd.env,
+                [*SAMPAN_CLI, "load"], sampand.env)
+    assert out == f"Loaded image: {dockerd.image}\n"
+    assert sampan_id(sampand, dockerd.image) == docker_id(dockerd, dockerd.image)
+    run = sampand.sampan("run", "--rm", "--network", "none", dockerd.image, "sh", "-c", "echo loaded")
+    assert ok(run) == "loaded\n"
+
+
+def test_sampan_save_docker_load_run(dockerd, sampand):
+    ok(sampand.sampan("image", "bootstrap", "busybox", "-t", "sampan-made/busybox:1"))   # a gzip layer
+    made = sampan_id(sampand, "sampan-made/busybox:1")
+    out = piped([*SAMPAN_CLI, "save", "sampan-made/busybox:1"], sampand.env,
+                [dropin.DOCKER_CLI, "load"], dockerd.env)
+    assert out == "Loaded image: sampan-made/busybox:1\n"
     try:
-        assert os.path.isfile(f"{spec.rootfs}/bin/busybox")
-        assert run_in(spec.rootfs, "/bin/sh", "-c", "echo loaded") == "loaded\n"
-    finally:
-        store.snapshots.remove("from-docker")
-
-
-def test_sampan_save_docker_load_run(dockerd, root):
-    store = ImageStore(root)
-    image_id = bootstrap.bootstrap(store, "busybox", ["sampan-made/busybox:1"]).id    # a gzip layer
-    result, rc = piped([*SAMPAN, "--root", root, "save", "sampan-made/busybox:1"], ["docker", "load"],
-                       env=dockerd.env)
-    assert rc == 0 and result.returncode == 0, result.stderr
-    assert result.stdout == "Loaded image: sampan-made/busybox:1\n"
-    try:
-        assert docker_id(dockerd, "sampan-made/busybox:1") == image_id
+        assert docker_id(dockerd, "sampan-made/busybox:1") == made
         out = dockerd.docker("run", "--rm", "--network", "none", "sampan-made/busybox:1", "echo", "hi").stdout
         assert out == "hi\n"
     finally:
         dockerd.docker("rmi", "sampan-made/busybox:1", check=False)
 
 
-def test_roundtrip_of_docker_image_through_sampan(dockerd, root, tmp_path):
+def test_roundtrip_of_docker_image_through_sampan(dockerd, sampand, tmp_path):
     """docker save | sampan load; sampan save | docker load: the same image, same ID."""
     archive = tmp_path / "bb.tar"
     dockerd.docker("save", "-o", str(archive), dockerd.image)
-    assert sampan(root, "load", "-i", str(archive)).returncode == 0
-    assert sampan(root, "tag", dockerd.image, "again/busybox:2").returncode == 0
-    result, rc = piped([*SAMPAN, "--root", root, "save", "again/busybox:2"], ["docker", "load"], env=dockerd.env)
-    assert rc == 0 and result.returncode == 0, result.stderr
+    ok(sampand.sampan("load", "-i", str(archive)))
+    ok(sampand.sampan("tag", dockerd.image, "again/busybox:2"))
+    piped([*SAMPAN_CLI, "save", "again/busybox:2"], sampand.env, [dropin.DOCKER_CLI, "load"], dockerd.env)
     try:
         assert docker_id(dockerd, "again/busybox:2") == docker_id(dockerd, dockerd.image)
     finally:
@@ -100,69 +122,57 @@ def test_roundtrip_of_docker_image_through_sampan(dockerd, root, tmp_path):
 
 
 @pytest.mark.skipif(SKOPEO_BIN is None, reason="skopeo is not installed")
-def test_sampan_push_docker_and_skopeo_pull(dockerd, root, plain_registry, config_dir, tmp_path):
-    store = ImageStore(root)
-    image_id = bootstrap.bootstrap(store, "busybox").id
-    name = f"{plain_registry.host}/interop/busybox:1"
-    store.tag(image_id, name)
-    pushed = sampan(root, "push", name)
-    assert pushed.returncode == 0, pushed.stderr
-    digest = pushed.stdout.decode().split("digest: ")[1].split()[0]
+def test_sampan_push_docker_and_skopeo_pull(dockerd, sampand, registry, netns, tmp_path):
+    name = f"{registry.host}/interop/busybox:1"
+    ok(sampand.sampan("image", "bootstrap", "busybox", "-t", name))
+    made = sampan_id(sampand, name)
+    digest = ok(sampand.sampan("push", name)).split("digest: ")[1].split()[0]
     dockerd.docker("pull", name)
     try:
-        assert docker_id(dockerd, name) == image_id
+        assert docker_id(dockerd, name) == made
         assert dockerd.docker("run", "--rm", "--network", "none", name, "echo", "pulled").stdout == "pulled\n"
     finally:
         dockerd.docker("rmi", name, check=False)
-    r = skopeo("inspect", "--tls-verify=false", f"docker://{name}")
+    r = skopeo("inspect", "--tls-verify=false", f"docker://{name}", netns=netns)
     assert r.returncode == 0, r.stderr
     assert f'"Digest": "{digest}"' in r.stdout
-    r = skopeo("copy", "--src-tls-verify=false", f"docker://{name}", f"oci:{tmp_path / 'oci'}:1")
+    r = skopeo("copy", "--src-tls-verify=false", f"docker://{name}", f"oci:{tmp_path / 'oci'}:1", netns=netns)
     assert r.returncode == 0, r.stderr
 
 
 @pytest.mark.skipif(SKOPEO_BIN is None, reason="skopeo is not installed")
-def test_skopeo_and_docker_push_sampan_pull(dockerd, root, plain_registry, config_dir):
+def test_skopeo_and_docker_push_sampan_pull(dockerd, sampand, registry, netns):
     want = docker_id(dockerd, dockerd.image)
-    by_skopeo = f"{plain_registry.host}/interop/from-skopeo:1"
+    by_skopeo = f"{registry.host}/interop/from-skopeo:1"
     r = skopeo("copy", "--dest-tls-verify=false", "--src-daemon-host", f"unix://{dockerd.sock}",
-               f"docker-daemon:{dockerd.image}", f"docker://{by_skopeo}")
+               f"docker-daemon:{dockerd.image}", f"docker://{by_skopeo}", netns=netns)
     assert r.returncode == 0, r.stderr
-    by_docker = f"{plain_registry.host}/interop/from-docker:1"
+    by_docker = f"{registry.host}/interop/from-docker:1"
     dockerd.docker("tag", dockerd.image, by_docker)
     try:
         dockerd.docker("push", by_docker)
     finally:
         dockerd.docker("rmi", by_docker, check=False)
     for name in (by_skopeo, by_docker):
-        pulled = sampan(root, "pull", name)
-        assert pulled.returncode == 0, pulled.stderr
-        assert ImageStore(root).resolve(name).id == want
-    store = ImageStore(root)
-    spec = store.prepare_rootfs("pulled", by_skopeo)
-    try:
-        assert run_in(spec.rootfs, "/bin/busybox", "echo", "ok") == "ok\n"
-    finally:
-        store.snapshots.remove("pulled")
+        ok(sampand.sampan("pull", name))
+        assert sampan_id(sampand, name) == want
+    run = sampand.sampan("run", "--rm", "--network", "none", by_skopeo, "/bin/busybox", "echo", "ok")
+    assert ok(run) == "ok\n"
 
 
 @pytest.mark.skipif(UMOCI is None, reason="umoci is not installed (scripts/setup.sh)")
-def test_umoci_unpacks_what_sampan_saved(root, tmp_path):
-    store = ImageStore(root)
-    bootstrap.bootstrap(store, "busybox")
-    layout = tmp_path / "layout"
-    assert sampan(root, "save", "--format", "oci-dir", "-o", str(layout), "busybox").returncode == 0
-    bundle = tmp_path / "bundle"
-    r = subprocess.run([UMOCI, "unpack", "--image", f"{layout}:latest", str(bundle)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert os.path.isfile(bundle / "rootfs" / "bin" / "busybox") and (bundle / "config.json").exists()
-    # the default docker-archive is an OCI layout too, as Docker 25+ writes it
+def test_umoci_unpacks_what_sampan_saved(sampand, tmp_path):
+    """`sampan save` writes a docker-archive that is an OCI image layout too, as Docker 25+
+    writes it (ref.name the tag): umoci unpacks it as it is."""
+    ok(sampand.sampan("image", "bootstrap", "busybox", "-t", "umoci/busybox:latest"))
     archive = tmp_path / "bb.tar"
-    assert sampan(root, "save", "-o", str(archive), "busybox").returncode == 0
+    ok(sampand.sampan("save", "-o", str(archive), "umoci/busybox:latest"))
     unpacked = tmp_path / "unpacked"
     unpacked.mkdir()
     subprocess.run(["tar", "-C", str(unpacked), "-xf", str(archive)], check=True)
-    r = subprocess.run([UMOCI, "unpack", "--image", f"{unpacked}:latest", str(tmp_path / "bundle2")],
+    bundle = tmp_path / "bundle"
+    r = subprocess.run([UMOCI, "unpack", "--image", f"{unpacked}:latest", str(bundle)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert os.readlink(tmp_path / "bundle2" / "rootfs" / "bin" / "ls") == "/bin/busybox"
+    assert os.path.isfile(bundle / "rootfs" / "bin" / "busybox") and (bundle / "config.json").exists()
+    assert os.readlink(bundle / "rootfs" / "bin" / "ls") == "/bin/busybox"
