@@ -1,0 +1,220 @@
+"""What a private daemon (tests/private_daemons.py) must leave as it found it, and the
+clean-up of what it leaves anyway: the firewall, forwarding sysctls, network links,
+top-level cgroups and the fixed /run paths dockerd and containerd use; processes, mounts and
+cgroups under a daemon's own directories and cgroup parent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+def _unescape(s: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
+def _mountinfo():
+    """(mount point, fs type) of every mount in our mount namespace, in mount order."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            out.append((_unescape(left.split()[4]), right.split()[0]))
+    return out
+
+
+def _cgroup_roots():
+    return sorted({mp for mp, fstype in _mountinfo() if fstype in ("cgroup", "cgroup2")})
+
+
+def _top_cgroups():
+    top = set()
+    for root in _cgroup_roots():
+        try:
+            top |= {f"{root}/{e.name}" for e in os.scandir(root) if e.is_dir(follow_symlinks=False)}
+        except OSError:
+            pass
+    return top
+
+
+def _normalize_rules(text: str) -> str:
+    text = re.sub(r"\[\d+:\d+\]", "[]", text)
+    text = re.sub(r"packets \d+ bytes \d+", "", text)
+    return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+
+
+_RULE_DUMPS = [["iptables-save"], ["ip6tables-save"], ["iptables-legacy-save"],
+               ["ip6tables-legacy-save"], ["nft", "list", "ruleset"]]
+_SYSCTLS = ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding",
+            "/proc/sys/net/bridge/bridge-nf-call-iptables"]
+_RUN_DIRS = ["/run/docker", "/run/containerd"]
+_DEFAULT_CGROUPS = {"docker", "containerd", "default", "moby"}
+_OWN_CGROUPS = "sampan-test-"  # the prefix of private_daemons.PrivateDaemon.cgroup_parent
+
+
+def _walk(top):
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(top):
+        found.add(dirpath)
+        found |= {os.path.join(dirpath, n) for n in dirnames + filenames}
+    return found
+
+
+class HostState:
+    """What a drop-in test must not change: firewall, forwarding sysctls, links,
+    top-level cgroups, and the fixed /run paths dockerd and containerd use."""
+
+    def __init__(self):
+        self.rules = {}
+        for argv in _RULE_DUMPS:
+            if shutil.which(argv[0]):
+                cp = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+                self.rules[argv[0]] = _normalize_rules(cp.stdout)
+        self.sysctls = {}
+        for p in _SYSCTLS:
+            try:
+                self.sysctls[p] = Path(p).read_text().strip()
+            except OSError:
+                self.sysctls[p] = None
+        self.links = set(os.listdir("/sys/class/net"))
+        self.cgroups = _top_cgroups()
+        self.run_paths = set().union(*(_walk(d) for d in _RUN_DIRS))
+
+    def changes_since(self, before: "HostState") -> list[str]:
+        out = []
+        for name, text in before.rules.items():
+            if self.rules.get(name) != text:
+                out.append(f"{name} output changed:\n--- before\n{text}\n--- after\n{self.rules.get(name)}")
+        for p, v in before.sysctls.items():
+            if self.sysctls[p] != v:
+                out.append(f"{p}: {v!r} -> {self.sysctls[p]!r}")
+        # new links are other tests' (a daemon in its own netns cannot make any); a link gone is ours
+        if before.links - self.links:
+            out.append(f"network links gone: {sorted(before.links - self.links)}")
+        # other tests make top-level cgroups meanwhile: ours are the daemon's (named after its
+        # cgroup parent) and those dockerd and containerd make by default
+        ours = {c for c in self.cgroups - before.cgroups
+                if os.path.basename(c) in _DEFAULT_CGROUPS or os.path.basename(c).startswith(_OWN_CGROUPS)}
+        if ours:
+            out.append(f"new top-level cgroups: {sorted(ours)}")
+        return out
+
+
+# ---------------------------------------------------------------- clean-up helpers
+
+
+def _pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
+
+
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def procs_touching(tmpdir: str, cgroup_parent: str):
+    """Processes whose command line or cwd names tmpdir, or that sit in cgroup_parent."""
+    found = {}
+    for pid in _pids():
+        cmd = _cmdline(pid)
+        why = None
+        if tmpdir in cmd:
+            why = "cmdline"
+        else:
+            try:
+                if os.readlink(f"/proc/{pid}/cwd").startswith(tmpdir):
+                    why = "cwd"
+            except OSError:
+                pass
+        if why is None:
+            try:
+                for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+                    path = line.split(":", 2)[2]
+                    if path == cgroup_parent or path.startswith(cgroup_parent + "/"):
+                        why = f"cgroup {path}"
+                        break
+            except (OSError, IndexError):
+                pass
+        if why:
+            found[pid] = f"pid {pid} ({why}): {cmd}"
+    return found
+
+
+def alive(pid):
+    try:
+        st = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return st.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_gone(pids, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(alive(p) for p in pids):
+            return True
+        time.sleep(0.1)
+    return not any(alive(p) for p in pids)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+MNT_DETACH = 2
+
+
+def mounts_under(tmpdir: str):
+    return [mp for mp, _ in _mountinfo() if mp == tmpdir or mp.startswith(tmpdir + "/")]
+
+
+def detach_mounts(tmpdir: str):
+    for mp in reversed(mounts_under(tmpdir)):
+        _libc.umount2(mp.encode(), MNT_DETACH)
+
+
+def cgroup_leftovers(cgroup_parent: str):
+    """Directories below cgroup_parent in every hierarchy (the parent itself excluded)."""
+    left = []
+    for root in _cgroup_roots():
+        top = root + cgroup_parent
+        if os.path.isdir(top):
+            for dirpath, dirnames, _ in os.walk(top):
+                left += [os.path.join(dirpath, d) for d in dirnames]
+    return left
+
+
+def remove_cgroups(cgroup_parent: str):
+    for root in _cgroup_roots():
+        top = root + cgroup_parent
+        if not os.path.isdir(top):
+            continue
+        for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass
+
+
+def restore_run_dirs(before: HostState) -> list[str]:
+    """Removes what appeared under /run/docker and /run/containerd while we ran: the
+    empty directories dockerd and containerd always create are expected; files are not."""
+    problems = []
+    new = set().union(*(_walk(d) for d in _RUN_DIRS)) - before.run_paths
+    for path in sorted(new, key=lambda p: -p.count("/")):
+        if os.path.isdir(path) and not os.path.islink(path):
+            try:
+                os.rmdir(path)
+            except OSError as e:
+                problems.append(f"cannot remove {path}: {e}")
+        else:
+            problems.append(f"left behind: {path}")
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    return problems
