@@ -1,16 +1,14 @@
 """exec through sampand as Docker behaves, with docker-py and the docker CLI: a tty exec
 through a real pty (\\n -> \\r\\n), stdout and stderr apart (demux), streamed output as it is
-written, 126/127 for a process that cannot be started (start succeeds, the code is in
-/exec/{id}/json, the error text on the stream), detached execs that keep running."""
+written, 126/127 for a process that cannot be started (an attached start succeeds, the code is in
+/exec/{id}/json, the error text on the stream; a detached one is a 400), detached execs that keep running."""
 from __future__ import annotations
 
-import subprocess
 import time
 
 import docker
 import pytest
 
-from conftest import DOCKER
 
 
 @pytest.fixture
@@ -58,8 +56,26 @@ def test_exec_that_cannot_start_exits_126_127(client, box, cmd, expected):
     assert info["ExitCode"] == expected and info["Running"] is False
 
 
+def test_detached_exec_that_cannot_start_is_a_400(client, sampand, box):
+    """As dockerd: a detached start has no stream to carry the error, so the start answers it
+    (400, the runtime's message); the exec has exited all the same."""
+    r = sampand.docker("exec", "-d", box.id, "/nonexistent")
+    assert r.returncode == 1
+    # dockerd (runc) words it 'OCI runtime exec failed: exec failed: unable to start container
+    # process: exec: "/nonexistent": stat ...: unknown'; the runtime's message lacks the middle part
+    (line,) = r.stderr.decode().splitlines()
+    assert line.startswith("Error response from daemon: OCI runtime exec failed: ")
+    assert line.endswith('exec: "/nonexistent": stat /nonexistent: no such file or directory: unknown')
+    exec_id = client.api.exec_create(box.id, ["/etc"])["Id"]
+    with pytest.raises(docker.errors.APIError) as raised:
+        client.api.exec_start(exec_id, detach=True)
+    assert raised.value.status_code == 400 and "OCI runtime exec failed" in str(raised.value)
+    info = client.api.exec_inspect(exec_id)
+    assert info["ExitCode"] == 126 and info["Running"] is False
+
+
 def test_docker_cli_exit_codes_and_tty(sampand, box):
-    run = lambda *args: subprocess.run([DOCKER, *args], env=sampand.env, capture_output=True, timeout=60)  # noqa: E731
+    run = sampand.docker
     assert run("exec", box.id, "nonexistent-binary").returncode == 127
     assert run("exec", box.id, "sh", "-c", "exit 4").returncode == 4
     got = run("exec", box.id, "sh", "-c", "echo out; echo err >&2")
@@ -83,7 +99,7 @@ def test_exit_codes_never_lost_docker_cli(sampand, box):
     from concurrent.futures import ThreadPoolExecutor
 
     def docker(*args: str) -> int:
-        return subprocess.run([DOCKER, *args], env=sampand.env, capture_output=True, timeout=120).returncode
+        return sampand.docker(*args, timeout=120).returncode
 
     def exec_once(n: int) -> tuple[int, int]:
         return n % 11, docker("exec", box.id, "sh", "-c", f"exit {n % 11}")

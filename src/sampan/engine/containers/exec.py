@@ -74,25 +74,29 @@ class ExecMixin(EngineBase):
         # Running before the supervisor starts it: its exit event may come before exec returns.
         self.store.update_exec(exec_id, Running=True)
         try:
-            client = self._sup()
             if detach:
                 fields: dict[str, Any] = {"container": rec["id"], "exec_id": exec_id, "process": process,
                                           "tty": bool(config["Tty"]), "stdin": False, "detach": True}
-                pid = int(self._call("exec", **fields)["pid"])
-                sock = None
+                started = self._call("exec", **fields)
+                pid, sock = int(started["pid"]), None
             else:
-                pid, sock = client.exec_attached(rec["id"], exec_id, process, tty=bool(config["Tty"]),
-                                                 stdin=bool(config.get("AttachStdin")),
-                                                 console_size=size if size and any(size) else None)
+                pid, sock = self._sup().exec_attached(rec["id"], exec_id, process, tty=bool(config["Tty"]),
+                                                      stdin=bool(config.get("AttachStdin")),
+                                                      console_size=size if size and any(size) else None)
         except BaseException as e:
-            # Not started (a process that could not run is not this: the supervisor reports
-            # it as an exit with 126/127, as dockerd does).
             self.store.update_exec(exec_id, only_if=lambda s: s.get("ExitCode") is None, Running=False)
             if isinstance(e, SupervisorError):
                 if e.code == "conflict":
                     raise Conflict(str(e)) from None
                 raise EngineError(f"OCI runtime exec failed: {e}") from None
             raise
+        if detach and started.get("error"):
+            # The process could not be started (no such binary, not executable, a bad cwd):
+            # the supervisor has recorded it as exited with 126/127, which an attached start
+            # reports on its stream; a detached start has no stream, and dockerd answers it
+            # with the runtime's error (400).
+            self._on_exec_exit(exec_id, started)
+            raise InvalidParameter(f"OCI runtime exec failed: {started['error']}: unknown")
         self.store.update_exec(exec_id, only_if=lambda s: s.get("ExitCode") is None, Pid=pid)
         self._emit(rec, "exec_start: " + " ".join(config["Cmd"]), execID=exec_id)
         return sock
