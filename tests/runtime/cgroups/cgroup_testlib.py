@@ -10,7 +10,10 @@ from sampan.runtime.cgroups import detect_mode
 from sampan.runtime.cgroups.hierarchy import unified_mountpoint
 
 CGROUP_ROOT = "/sys/fs/cgroup"
-MARK = "sampan-test-cg"  # only ours: other suites (integration) run concurrently with their own sampan-test-* cgroups
+# Names of this test process's cgroups: other test processes (xdist workers, other runs) make
+# sampan-test-cg-<their pid>-* at the same time, and each may clean up only its own. The
+# "-<pid>-" part is also what the suite-wide leak check (tests/conftest.py) charges to us.
+MARK = f"sampan-test-cg-{os.getpid()}-"
 MODE = detect_mode(CGROUP_ROOT)
 UNIFIED_MOUNT = unified_mountpoint(CGROUP_ROOT, MODE) if MODE != "v1" else None
 

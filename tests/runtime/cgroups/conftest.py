@@ -1,5 +1,6 @@
 """Fixtures for the cgroups tests: unique cgroup names, gated child processes, and a check
-that no test leaves one of its cgroups (named sampan-test-cg-*) behind in any hierarchy."""
+that no test leaves one of its cgroups (named sampan-test-cg-<pid>-*, this process's own)
+behind in any hierarchy."""
 from __future__ import annotations
 
 import os
@@ -54,6 +55,12 @@ def _subtree_control() -> set[str]:
         return set(f.read().split())
 
 
+def _others_in_unified_root() -> bool:
+    if UNIFIED_MOUNT is None:
+        return False
+    return any(entry.is_dir() and not entry.name.startswith(MARK) for entry in os.scandir(UNIFIED_MOUNT))
+
+
 @pytest.fixture(autouse=True)
 def no_cgroup_leftovers():
     """Fails a test that leaves one of our cgroups anywhere under /sys/fs/cgroup (after
@@ -65,18 +72,21 @@ def no_cgroup_leftovers():
     stray = sorted(set(leftovers()) - before, key=len, reverse=True)
     for path in stray:
         _force_remove(path)
-    for controller in _subtree_control() - enabled_before:
-        try:
-            with open(os.path.join(UNIFIED_MOUNT, "cgroup.subtree_control"), "w") as f:
-                f.write("-" + controller)
-        except OSError:
-            pass  # EBUSY: a cgroup outside this suite uses it now; leave it be
+    # Only while no cgroup but ours sits in the cgroup2 root: another process's container
+    # (another test run, a daemon) may have enabled the same controller meanwhile and use it.
+    if not _others_in_unified_root():
+        for controller in _subtree_control() - enabled_before:
+            try:
+                with open(os.path.join(UNIFIED_MOUNT, "cgroup.subtree_control"), "w") as f:
+                    f.write("-" + controller)
+            except OSError:
+                pass  # EBUSY: a cgroup made since uses it now; leave it be
     assert not stray, f"test left cgroups behind: {stray}"
 
 
 @pytest.fixture
 def name() -> str:
-    return f"{MARK}-{secrets.token_hex(4)}"
+    return f"{MARK}{secrets.token_hex(4)}"
 
 
 class Gated:
