@@ -1,7 +1,7 @@
 """sampand's aiohttp application: the Docker Engine API in front of an ``Engine``.
 
 The middleware negotiates the API version (``/vX.Y/...`` or no prefix) and turns every error
-into Docker's JSON ``{"message": ...}`` with the status of its kind (``status.status_of``);
+into Docker's JSON ``{"message": ...}`` with the status of its kind (``errors.http_status``);
 routes raise errors, they never choose a status. Blocking engine calls run on ``Workers``.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .routes.exec import ExecRoutes
 from .routes.images import ImageRoutes
 from .routes.system import SystemRoutes
 from .routes.volumes import VolumeRoutes
-from .status import message_of, status_of
+from .status import message_of
 from .workers import Workers
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception as e:  # noqa: BLE001 - every failure is a JSON error
         if request.writer.output_size:
             raise  # the answer has begun: aiohttp drops the connection (a truncated body shows)
-        status = status_of(e)
+        status = errors.http_status(e)
         if status >= 500:
             log.exception("%s %s", request.method, request.path)
         return _error_response(status, message_of(e))

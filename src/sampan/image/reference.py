@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .. import errors
+
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"
 OFFICIAL_PREFIX = "library/"
@@ -30,6 +32,10 @@ _DOMAIN_RE = re.compile(rf"^{_DOMAIN}$")
 _TAG_RE = re.compile(rf"^{_TAG}$")
 _HEX64_RE = re.compile(r"^[a-f0-9]{64}$")
 _DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+
+
+class InvalidReference(errors.Invalid):
+    """ "invalid reference format: ...": the caller's input (400), a ValueError too."""
 
 
 @dataclass(frozen=True)
@@ -77,12 +83,12 @@ class Reference:
 
     def with_tag(self, tag: str | None) -> Reference:
         if tag is not None and not _TAG_RE.match(tag):
-            raise ValueError(f"invalid reference format: invalid tag {tag!r}")
+            raise InvalidReference(f"invalid reference format: invalid tag {tag!r}")
         return Reference(self.domain, self.path, tag, None)
 
     def with_digest(self, digest: str | None) -> Reference:
         if digest is not None and not _DIGEST_RE.match(digest):
-            raise ValueError(f"invalid reference format: invalid digest {digest!r}")
+            raise InvalidReference(f"invalid reference format: invalid digest {digest!r}")
         return Reference(self.domain, self.path, None, digest)
 
     def without_tag_or_digest(self) -> Reference:
@@ -105,29 +111,29 @@ def _split_domain(name: str) -> tuple[str, str]:
 
 def parse(ref: str, default_tag: bool = True) -> Reference:
     """Parse and normalise ``ref``; adds ``:latest`` when it has neither tag nor digest
-    (unless ``default_tag`` is false). Raises ValueError("invalid reference format: …")."""
+    (unless ``default_tag`` is false). Raises InvalidReference("invalid reference format: …")."""
     if not isinstance(ref, str) or not ref:
-        raise ValueError("invalid reference format: repository name must have at least one component")
+        raise InvalidReference("invalid reference format: repository name must have at least one component")
     if _HEX64_RE.match(ref):
-        raise ValueError(f"invalid reference format: invalid repository name ({ref}), "
+        raise InvalidReference(f"invalid reference format: invalid repository name ({ref}), "
                          "cannot specify 64-byte hexadecimal strings")
     domain, remainder = _split_domain(ref)
     remote = remainder.split("@", 1)[0]
     tag_sep = remote.find(":")
     remote_name = remote[:tag_sep] if tag_sep >= 0 else remote
     if remote_name.lower() != remote_name:
-        raise ValueError(f"invalid reference format: repository name ({remote_name}) must be lowercase")
+        raise InvalidReference(f"invalid reference format: repository name ({remote_name}) must be lowercase")
     m = _REFERENCE_RE.match(f"{domain}/{remainder}")
     if not m:
-        raise ValueError(f"invalid reference format: {ref!r}")
+        raise InvalidReference(f"invalid reference format: {ref!r}")
     dom, path, tag, digest = m.group(1), m.group(2), m.group(3), m.group(4)
     if dom is None:  # cannot happen: we always prefix a domain, but keep the grammar honest
-        raise ValueError(f"invalid reference format: {ref!r}")
+        raise InvalidReference(f"invalid reference format: {ref!r}")
     if len(dom) + 1 + len(path) > NAME_TOTAL_LENGTH_MAX:
-        raise ValueError(f"invalid reference format: repository name must not be more than "
+        raise InvalidReference(f"invalid reference format: repository name must not be more than "
                          f"{NAME_TOTAL_LENGTH_MAX} characters")
     if digest is not None and not _DIGEST_RE.match(digest):
-        raise ValueError(f"invalid reference format: invalid digest format {digest!r}")
+        raise InvalidReference(f"invalid reference format: invalid digest format {digest!r}")
     if default_tag and tag is None and digest is None:
         tag = DEFAULT_TAG
     return Reference(dom, path, tag, digest)
