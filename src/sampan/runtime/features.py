@@ -27,6 +27,8 @@ def features() -> dict[str, Any]:
             "capabilities": list(NAMES),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
             "seccomp": seccomp,
+            # Not applied by this runtime on any host: a config naming a profile or label is
+            # refused (process.refuse_lsm_label), never run unconfined.
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
         },

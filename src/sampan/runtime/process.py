@@ -27,9 +27,26 @@ def validate(process: dict[str, Any]) -> list[str]:
     for rl in process.get("rlimits") or []:
         if rl["type"] not in RLIMITS:
             raise ValueError(f"rlimit {rl['type']!r} is not supported")
+    refuse_lsm_label("process.apparmorProfile", process.get("apparmorProfile"), "AppArmor")
+    refuse_lsm_label("process.selinuxLabel", process.get("selinuxLabel"), "SELinux")
     unknown = sorted({name for names in (process.get("capabilities") or {}).values() for name in names or []
                       if _number(name) is None})
     return [f"ignoring unknown or unavailable capabilities: {unknown}"] if unknown else []
+
+
+def refuse_lsm_label(field: str, value: object, module: str) -> None:
+    """A profile or label the config asks for must confine the process, or the container
+    must not run: ignoring it would run unconfined what the user asked to confine.
+
+    This runtime applies no AppArmor profile and no SELinux label (features says so), so
+    every non-empty one is refused; the message tells a host without the module from one
+    with it (where the fix is another runtime, not a config without the field)."""
+    if not value:
+        return
+    from ..linux import lsm
+    enabled = lsm.apparmor_enabled() if module == "AppArmor" else lsm.selinux_enabled()
+    why = "sampan-runc cannot apply it" if enabled else f"{module} is not enabled on this host"
+    raise ValueError(f"{field} {value!r}: {why}; refusing to run the process unconfined")
 
 
 def _number(name: str) -> int | None:

@@ -27,6 +27,7 @@ def for_create(spec: dict[str, Any], bundle: str) -> tuple[str, list[str]]:
             raise runtime_spec.SpecError("rootfsPropagation needs a private MNT namespace")
     for key in linux.get("sysctl") or {}:
         _check_sysctl(key, kinds)
+    process.refuse_lsm_label("linux.mountLabel", linux.get("mountLabel"), "SELinux")
     warnings = process.validate(spec["process"])
     if linux.get("seccomp"):
         from . import seccomp
