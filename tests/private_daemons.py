@@ -82,9 +82,10 @@ def tail(path: Path, lines: int = 40) -> str:
         return ""
 
 
-def in_netns(netns: str) -> list[str]:
-    """The argv prefix that runs a command in the network namespace at path ``netns``."""
-    return [NSENTER, f"--net={netns}", "--"]
+def in_netns(netns: str | None) -> list[str]:
+    """The argv prefix that runs a command in the network namespace at path ``netns`` (none:
+    in this process's)."""
+    return [NSENTER, f"--net={netns}", "--"] if netns else []
 
 
 def namespaces(network: str, own_mounts: bool) -> list[str]:
