@@ -157,6 +157,10 @@ class Dockerd:
         if tar.wait() != 0:
             raise RuntimeError("tar of the busybox rootfs failed")
 
+    def netns(self) -> str:
+        """dockerd's network namespace, as a path nsenter takes."""
+        return f"/proc/{self.proc.pid}/ns/net"
+
     def save(self, path: str) -> None:
         self.docker("save", "-o", path, IMAGE)
 
@@ -222,9 +226,12 @@ class Sampand:
             raise RuntimeError(f"sampan {' '.join(args)}: exit {cp.returncode}: {cp.stderr.decode(errors='replace')}")
         return cp
 
-    def start(self) -> None:
+    def start(self, netns: str | None = None) -> None:
+        """Started in a network namespace of its own, or in `netns` (a /proc/PID/ns/net path)."""
+        namespaces = (["nsenter", f"--net={netns}", "--", UNSHARE, "--mount", "--propagation", "private"]
+                      if netns else PRIVATE_NAMESPACES)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([*PRIVATE_NAMESPACES, PY, "-m", "sampan.api", "--root", self.root,
+            self.proc = subprocess.Popen([*namespaces, PY, "-m", "sampan.api", "--root", self.root,
                                           "--exec-root", self.exec_root],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                                          cwd="/")
@@ -281,8 +288,9 @@ class Sampand:
         shutil.rmtree(self.exec_root, ignore_errors=True)
 
 
-def start_both(rounds_hint: str = "") -> tuple[Dockerd, Sampand]:
-    """Both daemons up, busybox:local in both (docker import, then docker save | sampan load)."""
+def start_both(rounds_hint: str = "", one_netns: bool = False) -> tuple[Dockerd, Sampand]:
+    """Both daemons up, busybox:local in both (docker import, then docker save | sampan load);
+    with one_netns sampand runs in dockerd's network namespace (both reach one registry there)."""
     if os.geteuid() != 0:
         raise SystemExit("run as root")
     if not (IMAGES / "busybox" / "bin" / "busybox").exists():
@@ -291,7 +299,7 @@ def start_both(rounds_hint: str = "") -> tuple[Dockerd, Sampand]:
     s = Sampand()
     try:
         d.start()
-        s.start()
+        s.start(d.netns() if one_netns else None)
         archive = os.path.join(d.tmp, "busybox.tar")
         d.save(archive)
         s.load(archive)
