@@ -148,6 +148,30 @@ def test_container_prune_with_filters(sampand):
     assert keep in ids and running in ids and gone not in ids
 
 
+def test_docker_container_prune_filters(sampand):
+    """`docker container prune --filter` as with dockerd: until, label, label! together; an
+    unknown filter or a bad time is a one-line error that removes nothing."""
+    def create(*labels: str) -> str:
+        args = [a for label in labels for a in ("--label", label)]
+        return sampand.docker("create", *args, "busybox", "true", check=True).stdout.decode().strip()
+
+    ab, ab_cd, ab_cd_old, other = create("a=b"), create("a=b", "c=d"), create("a=b", "c=d", "old=1"), create("a=c")
+    r = sampand.docker("container", "prune", "-f", "--filter", "foo=bar")
+    assert r.returncode == 1 and r.stderr.decode().splitlines() == ["Error response from daemon: invalid filter 'foo'"]
+    r = sampand.docker("container", "prune", "-f", "--filter", "until=soon")
+    assert r.returncode == 1 and r.stderr.decode().splitlines() == [
+        'Error response from daemon: failed to parse value as time or duration: "soon"']
+    # made a moment ago: none is older than an hour
+    r = sampand.docker("container", "prune", "-f", "--filter", "until=1h", "--filter", "label=a=b", check=True)
+    assert r.stdout.decode().splitlines() == ["Total reclaimed space: 0B"]
+    r = sampand.docker("container", "prune", "-f", "--filter", "until=-1h", "--filter", "label=a=b",
+                       "--filter", "label!=c=d", "--filter", "label!=old", check=True)
+    # label! keeps a container only when it has all of them (ab_cd has c=d but not old)
+    assert set(r.stdout.decode().split()[2:-4]) == {ab, ab_cd}
+    left = set(sampand.docker("ps", "-aq", "--no-trunc", check=True).stdout.decode().split())
+    assert {ab_cd_old, other} <= left and not {ab, ab_cd} & left
+
+
 def test_system_df(sampand):
     df = sampand.client().get("/system/df")
     assert df["LayersSize"] > 0 and any("busybox:latest" in i["RepoTags"] for i in df["Images"])

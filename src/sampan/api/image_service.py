@@ -3,7 +3,6 @@ are the engine's) and the image package's transfers on it, with Docker's result 
 progress messages, and its image events (pull, push, tag, untag, delete, load, import, save)."""
 from __future__ import annotations
 
-import fnmatch
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -11,18 +10,33 @@ from typing import BinaryIO, Callable
 
 from .. import errors
 from ..image import archive, reference, registry
-from ..image.store import ImageStore, _parse_time
+from ..engine import filters as _filters
+from ..engine.filters import Filters
+from ..image.store import ImageStore
+from ..timefmt import parse_rfc3339
 from .backend import Credentials, Emit
 from .progress import Throttle, message
 
 # emit_event(type, action, actor id, attributes): the engine's event log.
 EventSink = Callable[[str, str, str, dict[str, str]], object]
 _URL_TIMEOUT = 60.0  # seconds without a byte from an import URL
+_IMAGE_FILTERS = frozenset({"dangling", "label", "before", "since", "reference", "until"})
 
 
-def _label_matches(labels: dict, wanted: str) -> bool:
-    key, eq, value = wanted.partition("=")
-    return key in labels and (not eq or labels[key] == value)
+def _dangling_filter(values: list[str] | None) -> bool | None:
+    """``dangling=true|false`` (1/0): which images; None when the filter is absent."""
+    if not values:
+        return None
+    wanted = {v.lower() for v in values}
+    if not wanted <= {"true", "1", "false", "0"}:
+        raise errors.Invalid(f"invalid filter 'dangling={','.join(values)}'")
+    return bool(wanted & {"true", "1"})
+
+
+def _matching(familiar_refs: list[str], patterns: list[str], tagged: bool) -> list[str]:
+    """The references that one of the ``reference`` filter's patterns matches."""
+    return [r for r in familiar_refs
+            if any(reference.familiar_match(p, reference.parse(r, default_tag=tagged)) for p in patterns)]
 
 
 def _short(digest: str) -> str:
@@ -86,29 +100,44 @@ class ImageService:
         self.emit_event("image", action, actor, {"name": name})
 
     # ------------------------------------------------------------------ the store
-    def summaries(self, all: bool = False, filters: dict[str, list[str]] | None = None) -> list[dict]:
-        """``GET /images/json``: newest first; intermediate images only with ``all``."""
+    def summaries(self, all: bool = False, filters: Filters | None = None) -> list[dict]:
+        """``GET /images/json``: newest first; intermediate images only with ``all``. Filters as
+        dockerd's: ``reference`` (the tags and digests shown narrowed to the matching ones),
+        ``before``/``since`` (an image), ``until``, ``dangling``, ``label``."""
         filters = filters or {}
+        _filters.accept(filters, _IMAGE_FILTERS)
+        dangling = _dangling_filter(filters.get("dangling"))
+        until = _filters.time_filter(filters, "until")
+        before = [self._created(name) for name in filters.get("before") or ()]
+        since = [self._created(name) for name in filters.get("since") or ()]
+        patterns = filters.get("reference") or []
         out = []
         for img in self.store.list():
-            if "dangling" in filters:
-                if img.dangling != (filters["dangling"][0].lower() in ("1", "true")):
+            created = parse_rfc3339(img.created)
+            if dangling is not None and img.dangling != dangling:
+                continue
+            if not all and img.dangling and self.store.meta.children(img.id):
+                continue  # an intermediate image
+            if any(created >= t for t in before) or any(created <= t for t in since) or \
+                    (until is not None and created > until):
+                continue
+            tags, digests = img.repo_tags, img.repo_digests
+            if patterns:
+                tags, digests = _matching(tags, patterns, True), _matching(digests, patterns, False)
+                if not tags and not digests:
                     continue
-            elif not all and img.dangling and self.store.meta.children(img.id):
-                continue
-            if "reference" in filters and not any(
-                    fnmatch.fnmatch(tag, pattern) or fnmatch.fnmatch(tag.split(":")[0], pattern)
-                    for tag in img.repo_tags for pattern in filters["reference"]):
-                continue
             labels = (img.config.get("config") or {}).get("Labels") or {}
-            if "label" in filters and not all(_label_matches(labels, f) for f in filters["label"]):
+            if not _filters.labels_match(labels, {"label": filters.get("label") or []}):
                 continue
-            out.append({"Id": img.id, "ParentId": img.parent, "RepoTags": img.repo_tags or [],
-                        "RepoDigests": img.repo_digests or [], "Created": _parse_time(img.created),
-                        "Size": img.size, "SharedSize": -1, "VirtualSize": img.size,
+            out.append({"Id": img.id, "ParentId": img.parent, "RepoTags": tags, "RepoDigests": digests,
+                        "Created": int(created), "Size": img.size, "SharedSize": -1, "VirtualSize": img.size,
                         "Labels": labels, "Containers": -1})
         out.sort(key=lambda d: -d["Created"])
         return out
+
+    def _created(self, name: str) -> float:
+        """The creation time of the image a ``before``/``since`` filter names (404 if none)."""
+        return parse_rfc3339(self.store.resolve(name).created)
 
     def layers_size(self) -> int:
         """Bytes of the unpacked layers (``system df``'s LayersSize)."""

@@ -16,6 +16,7 @@ from typing import Any
 from ..runtime.fsutil import secure_join
 from ..timefmt import rfc3339_seconds
 from .errors import Conflict, InvalidParameter, NotFound
+from .filters import label_matches
 from .store import Store
 
 VALID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -90,11 +91,8 @@ class Volumes:
                 dangling = not self.store.volume_users(v["name"])
                 if (values[0].lower() in ("true", "1")) != dangling:
                     return False
-            if key == "label":
-                for val in values:
-                    k, sep, want = val.partition("=")
-                    if k not in v["labels"] or (sep and v["labels"][k] != want):
-                        return False
+            if key == "label" and not all(label_matches(v["labels"], val) for val in values):
+                return False
         return True
 
     def remove(self, name: str, force: bool = False) -> None:

@@ -147,3 +147,37 @@ def is_digest(value: str) -> bool:
 def familiar(ref: str) -> str:
     """Shortcut: parse(ref).familiar()."""
     return parse(ref).familiar()
+
+
+def familiar_match(pattern: str, ref: Reference) -> bool:
+    """distribution/reference's FamiliarMatch, as ``docker images --filter reference=`` uses
+    it: the shell pattern (Go's path.Match: ``*`` and ``?`` never match ``/``) against the
+    familiar string (``busybox:latest``), then against the familiar name (``busybox``)."""
+    rx = _path_match_re(pattern)
+    return bool(rx.fullmatch(ref.familiar()) or rx.fullmatch(ref.familiar_name()))
+
+
+def _path_match_re(pattern: str) -> re.Pattern[str]:
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            end = pattern.find("]", i + 2)
+            if end < 0:
+                raise InvalidReference(f"syntax error in pattern: {pattern!r}")
+            body = pattern[i + 1:end]
+            negate = body.startswith("^")
+            chars = body[1:] if negate else body
+            out.append("[" + ("^" if negate else "") + chars.replace("\\", "\\\\").replace("[", "\\[") + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out))

@@ -8,7 +8,7 @@ from typing import Iterator
 
 from aiohttp import web
 
-from ... import errors, timefmt
+from ... import errors
 from .. import hijack
 from ..backend import ContainerBackend
 from ..status import message_of
@@ -18,7 +18,6 @@ from ..workers import Workers
 from . import Route
 
 _WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
-_PRUNABLE = ["exited", "created", "dead"]
 _STATS_INTERVAL = 1.0
 
 
@@ -113,22 +112,7 @@ class ContainerRoutes:
         return web.Response(status=204)
 
     async def prune(self, request: web.Request) -> web.Response:
-        """Removes the stopped containers (``label`` and ``until`` filters as Docker's)."""
-        filters = query_filters(request)
-        until = timefmt.parse_time_arg(filters.pop("until", [None])[0])
-        if set(filters) - {"label"}:
-            raise errors.Invalid(f"invalid filter {sorted(set(filters) - {'label'})[0]!r}")
-        stopped = await self.workers.run(self.engine.list, True, {**filters, "status": _PRUNABLE})
-        deleted = []
-        for container in stopped:
-            if until is not None and container["Created"] > until:
-                continue
-            try:
-                await self.workers.run(self.engine.remove, container["Id"], False, False, long=True)
-                deleted.append(container["Id"])
-            except (errors.Conflict, errors.NotFound):
-                pass  # started or removed meanwhile: not prunable
-        return json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": 0})
+        return json_response(await self.workers.run(self.engine.prune, query_filters(request), long=True))
 
     async def wait(self, request: web.Request) -> web.StreamResponse:
         condition = request.query.get("condition") or "not-running"

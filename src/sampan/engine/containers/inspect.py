@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from ...timefmt import ZERO_TIME, duration, parse_rfc3339, rfc3339
+from .. import filters as _filters
 from .. import network as _network
 from .. import spec as _spec
 from ..errors import Conflict, EngineError, InvalidParameter
@@ -146,10 +147,8 @@ class InspectMixin(EngineBase):
                     return False
             elif key == "label":
                 labels = rec["config"].get("Labels") or {}
-                for v in values:
-                    k, sep, want = v.partition("=")
-                    if k not in labels or (sep and labels[k] != want):
-                        return False
+                if not all(_filters.label_matches(labels, v) for v in values):
+                    return False
             elif key == "exited":
                 if status_of(st) is not Status.EXITED or str(st.get("ExitCode")) not in values:
                     return False

@@ -10,16 +10,18 @@ from typing import Any
 
 from ...runtime.fsutil import remove_tree
 from ...timefmt import ZERO_TIME, parse_rfc3339, rfc3339
+from .. import filters as _filters
 from .. import names as _names
 from .. import network as _network
 from .. import spec as _spec
-from ..errors import Conflict, EngineError, InvalidParameter, NotModified
+from ..errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
 from ..store import NameTaken
 from .base import EngineBase
 from .state import LIVE, STOPPED, Status, require, status_of
 
 DEFAULT_STOP_TIMEOUT = 10
 _AFTER_EXIT = frozenset({Status.EXITED, Status.DEAD, Status.RESTARTING})  # what an exit leaves
+_PRUNE_FILTERS = frozenset({"until", "label", "label!"})
 
 
 def _go_errors(msg: str) -> str:
@@ -323,6 +325,24 @@ class LifecycleMixin(EngineBase):
                 with self._files_cond:
                     self._files_pending -= 1
                     self._files_cond.notify_all()
+
+    def prune(self, filters: _filters.Filters | None = None) -> dict:
+        """Removes the containers that are not running (``docker container prune``): those
+        created before ``until``, with every ``label`` and not all of the ``label!`` ones."""
+        filters = filters or {}
+        _filters.accept(filters, _PRUNE_FILTERS)
+        until = _filters.time_filter(filters, "until")
+        deleted = []
+        for rec in self.store.all():
+            if self._status(rec) not in STOPPED or (until is not None and rec["created"] > until) or \
+                    not _filters.labels_match(rec["config"].get("Labels") or {}, filters):
+                continue
+            try:
+                self.remove(rec["id"])
+                deleted.append(rec["id"])
+            except (Conflict, NotFound):
+                pass  # started or removed meanwhile: not prunable
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": 0}
 
     def _remove_files(self, cid: str) -> None:
         """What is left of a container whose record is gone: its exited init in the supervisor
