@@ -232,21 +232,27 @@ def _write_sysctl(key: str, value: str) -> None:
 
 
 def _finish(chan: Channel, opts: InitOptions, state: dict[str, Any] | None) -> NoReturn:
-    """Identity, limits and privileges of the process, then wait for start and execve."""
+    """Identity, limits and privileges of the process, then wait for start, load the seccomp
+    filter and execve.
+
+    The filter is loaded last, right before execve, so that a profile need not allow what
+    the runtime itself does (chdir, setgroups, setuid, capset, close_range, accept, ...).
+    Without no_new_privs the load needs CAP_SYS_ADMIN: runc and crun load the filter before
+    dropping capabilities for that; here CAP_SYS_ADMIN stays in the effective and permitted
+    sets until the load instead (see process.set_capabilities for why that changes nothing
+    the container gets)."""
     proc = opts.process
     user = proc.get("user") or {}
     userns = any(k == "user" for k, _ in namespaces.plan(opts.spec))
     warnings = process.set_rlimits(proc.get("rlimits") or [])
-    if proc.get("noNewPrivileges"):
+    nnp = bool(proc.get("noNewPrivileges"))
+    if nnp:
         p.set_no_new_privs()
     seccomp_cfg = (opts.spec.get("linux") or {}).get("seccomp")
     state_json = None
     if seccomp_cfg and seccomp_cfg.get("listenerPath"):
         from .. import fastjson
         state_json = fastjson.dumps(state or {}).encode()
-    if seccomp_cfg and not proc.get("noNewPrivileges"):
-        from . import seccomp  # needs CAP_SYS_ADMIN without no_new_privs: load before dropping caps
-        seccomp.load(seccomp_cfg, state_json=state_json, listener=opts.seccomp_listener)
     _reset_signals()
     p.cloexec_from(3 + opts.preserve_fds)
     caps = proc.get("capabilities")
@@ -258,11 +264,12 @@ def _finish(chan: Channel, opts: InitOptions, state: dict[str, Any] | None) -> N
         os.getcwd()  # fails if cwd resolves outside the root (CVE-2024-21626)
     except OSError as e:
         raise OSError(e.errno, f"chdir to cwd ({cwd!r}) set in config.json failed: {e.strerror}") from None
-    process.set_capabilities(caps)
+    process.set_capabilities(caps, keep=process.CAP_SYS_ADMIN_MASK if seccomp_cfg and not nnp else 0)
     env = process.environment(proc, process.home_of(int(user.get("uid", 0))))
     args = proc["args"]
     path = process.find_executable(args[0], env)
     chan.send("ready", warnings=warnings)
+    conn = None
     if opts.exec_listener is not None:
         chan.close()
         fd, _ = opts.exec_listener._accept()
@@ -272,19 +279,24 @@ def _finish(chan: Channel, opts: InitOptions, state: dict[str, Any] | None) -> N
         try:
             hooks.run(opts.spec, "startContainer", {**(state or {}), "pid": os.getpid(), "status": "created"})
         except hooks.HookError as e:
-            conn.send(str(e).encode())
-            os._exit(1)
-    else:
-        conn = None
-    if seccomp_cfg and proc.get("noNewPrivileges"):
-        from . import seccomp
-        seccomp.load(seccomp_cfg, state_json=state_json, listener=opts.seccomp_listener)
+            _fail_start(chan, conn, str(e), 1)
+    if seccomp_cfg:
+        from . import seccomp  # (loaded by _preload: no file is read now)
+        try:
+            seccomp.load(seccomp_cfg, state_json=state_json, listener=opts.seccomp_listener)
+        except (OSError, ValueError) as e:
+            _fail_start(chan, conn, describe(e), 1)
     try:
         os.execve(path, args, env)
     except OSError as e:
-        message = f"exec {args[0]}: {e.strerror}"
-        if conn is not None:
-            conn.send(message.encode())
-        else:
-            chan.send("error", message=message)
-        os._exit(127 if isinstance(e, FileNotFoundError) else 126)
+        _fail_start(chan, conn, f"exec {args[0]}: {e.strerror}", 127 if isinstance(e, FileNotFoundError) else 126)
+
+
+def _fail_start(chan: Channel, conn: _socket.socket | None, message: str, code: int) -> NoReturn:
+    """Report a failure after "ready": to `start` over its connection when there is one (the
+    sync channel is closed then), else to the parent over the channel."""
+    if conn is not None:
+        conn.send(message.encode())
+    else:
+        chan.send("error", message=message)
+    os._exit(code)

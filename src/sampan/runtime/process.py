@@ -118,10 +118,29 @@ def _setgroups_allowed() -> bool:
         return True
 
 
-def set_capabilities(capabilities: dict[str, Any] | None) -> None:
+CAP_SYS_ADMIN_MASK = 1 << c.NUMBERS["CAP_SYS_ADMIN"]
+
+
+def set_capabilities(capabilities: dict[str, Any] | None, keep: int = 0) -> None:
+    """The config's capability sets; `keep` (a mask) stays in the effective and permitted sets
+    besides, where the process has it, for the runtime's own last step before execve
+    (loading a seccomp filter without no_new_privs needs CAP_SYS_ADMIN).
+
+    What `keep` adds ends at execve: the kernel computes the new permitted set from the
+    bounding, inheritable and ambient sets and the file's capabilities, and the effective
+    set from the new permitted or ambient one; the old permitted set only bounds the result,
+    under no_new_privs (not the case when `keep` is needed) or a tracer without privileges
+    (none can attach: the init is not dumpable). `keep` enters neither inheritable nor
+    ambient, and drop_bounding has taken it out of the bounding set unless the config keeps
+    it there, so the process after execve has exactly the config's capabilities."""
+    if keep:
+        effective, permitted, inheritable = c.capget()
+        keep &= permitted
     if capabilities is None:
+        if keep:
+            c.capset(effective | keep, permitted, inheritable)
         return
-    c.capset(_mask(capabilities.get("effective")), _mask(capabilities.get("permitted")),
+    c.capset(_mask(capabilities.get("effective")) | keep, _mask(capabilities.get("permitted")) | keep,
              _mask(capabilities.get("inheritable")))
     c.ambient_clear()
     for name in capabilities.get("ambient") or []:
