@@ -17,7 +17,8 @@ from .. import reference as _ref
 from ..content import DigestMismatch
 from ..pipe import Budget, Pipe, PipeAborted
 from ..store import ImageStore, InvalidImage
-from .client import Progress, Registry
+from .blobs import Progress
+from .client import Registry
 from .errors import RegistryError
 
 _PIPE_BYTES = 16 << 20      # per layer: what the download may run ahead of the unpacking

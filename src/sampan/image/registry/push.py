@@ -13,7 +13,8 @@ from ...oci import mediatypes as mt
 from .. import reference as _ref
 from ..content import ContentStore, DigestMismatch, digest_of
 from ..store import ImageStore
-from .client import Progress, Registry, detect_media_type
+from .blobs import Progress
+from .client import Registry, detect_media_type
 from .errors import NotFound, RegistryError
 
 
