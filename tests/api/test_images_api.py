@@ -352,6 +352,31 @@ def _started_on(server: RegistryServer, address: str) -> RegistryServer:
     raise RuntimeError("docker-registry did not start")
 
 
+def test_info_shows_the_insecure_registries(tmp_path_factory, host_watch):
+    """`docker info` lists them as with dockerd: hosts, then CIDRs, loopback always."""
+    flagged = start_daemon(tmp_path_factory, ("--insecure-registry", "myreg.example:5000",
+                                              "--insecure-registry", "http://10.99.0.0/16"))
+    try:
+        host_watch.watch_root(os.path.join(flagged.exec_root, "runtime"))
+        out = flagged.docker("info", check=True).stdout.decode()
+        assert " Insecure Registries:\n  myreg.example:5000\n  10.99.0.0/16\n  127.0.0.0/8\n" in out
+        r = flagged.docker("info", "--format", "{{json .RegistryConfig.IndexConfigs}}", check=True)
+        assert json.loads(r.stdout) == {
+            "docker.io": {"Name": "docker.io", "Mirrors": [], "Secure": True, "Official": True},
+            "myreg.example:5000": {"Name": "myreg.example:5000", "Mirrors": [], "Secure": False, "Official": False}}
+    finally:
+        stop_daemon(flagged)
+
+
+def test_a_bad_insecure_registry_stops_the_daemon_at_once(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "sampan.api", "--root", str(tmp_path / "root"), "--exec-root",
+                        str(tmp_path / "exec"), "--insecure-registry", "ftp://reg:5000"],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 2 and r.stderr.decode().splitlines()[-1] == (
+        "sampand: error: --insecure-registry: insecure registry ftp://reg:5000 should not contain '://'")
+    assert not (tmp_path / "root").exists() and not (tmp_path / "exec").exists()
+
+
 @needs_registry
 def test_insecure_registry_option(sampand, lan_registry, tmp_path_factory, host_watch):
     name = f"{lan_registry.host}/lan/bb:1"

@@ -136,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     args.add_runtime = dict(args.add_runtime)
+    from .. import errors
+    from .image_service import registry_config
+    try:
+        registry_config(args.insecure_registry)
+    except errors.Invalid as e:
+        p.error(f"--insecure-registry: {e}")
     if args.default_runtime != "sampan" and args.default_runtime not in args.add_runtime:
         p.error(f"--default-runtime {args.default_runtime}: no such runtime (add it with --add-runtime)")
     args.root = os.path.abspath(args.root)

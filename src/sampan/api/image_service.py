@@ -3,6 +3,7 @@ are the engine's) and the image package's transfers on it, with Docker's result 
 progress messages, and its image events (pull, push, tag, untag, delete, load, import, save)."""
 from __future__ import annotations
 
+import ipaddress
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +21,7 @@ from .progress import Throttle, message
 # emit_event(type, action, actor id, attributes): the engine's event log.
 EventSink = Callable[[str, str, str, dict[str, str]], object]
 _URL_TIMEOUT = 60.0  # seconds without a byte from an import URL
+LOOPBACK_CIDR = "127.0.0.0/8"  # always insecure, as with dockerd
 _IMAGE_FILTERS = frozenset({"dangling", "label", "before", "since", "reference", "until"})
 
 
@@ -90,11 +92,45 @@ class _PushMessages:
             self.emit(message("Pushed", layer))
 
 
+def registry_config(insecure_registries: list[str]) -> dict:
+    """/info's RegistryConfig for ``--insecure-registry`` values, as dockerd's: CIDRs (and
+    loopback, always) in InsecureRegistryCIDRs, hosts as IndexConfigs that are not Secure,
+    docker.io the official one. A value dockerd refuses raises errors.Invalid."""
+    cidrs: list[str] = []
+    index: dict[str, dict] = {}
+    for entry in [*insecure_registries, LOOPBACK_CIDR]:
+        name = entry
+        for scheme in ("http://", "https://"):
+            if name.lower().startswith(scheme):
+                name = name[len(scheme):]
+        if "://" in name or not name:
+            raise errors.Invalid(f"insecure registry {entry} should not contain '://'" if name
+                                 else "insecure registry: an empty value")
+        if "/" in name:
+            try:
+                cidr = str(ipaddress.ip_network(name, strict=False))
+            except ValueError:
+                raise errors.Invalid(f"insecure registry {entry} is not valid") from None
+            if cidr not in cidrs:
+                cidrs.append(cidr)
+        else:
+            index[name] = {"Name": name, "Mirrors": [], "Secure": False, "Official": False}
+    index[reference.DEFAULT_DOMAIN] = {"Name": reference.DEFAULT_DOMAIN, "Mirrors": [], "Secure": True,
+                                       "Official": True}
+    return {"AllowNondistributableArtifactsCIDRs": [], "AllowNondistributableArtifactsHostnames": [],
+            "InsecureRegistryCIDRs": cidrs, "IndexConfigs": index, "Mirrors": []}
+
+
 class ImageService:
     def __init__(self, store: ImageStore, emit_event: EventSink, insecure_registries: list[str]) -> None:
         self.store = store
         self.emit_event = emit_event
         self.insecure_registries = insecure_registries
+        self._registry_config = registry_config(insecure_registries)
+
+    def registry_config(self) -> dict:
+        """/info's RegistryConfig."""
+        return self._registry_config
 
     def _event(self, action: str, actor: str, name: str) -> None:
         self.emit_event("image", action, actor, {"name": name})

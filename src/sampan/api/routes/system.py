@@ -34,7 +34,9 @@ class SystemRoutes:
         return json_response(await self.workers.run(self.engine.version))
 
     async def info(self, request: web.Request) -> web.Response:
-        return json_response(await self.workers.run(self.engine.info))
+        info = await self.workers.run(self.engine.info)
+        info["RegistryConfig"] = self.images.registry_config()  # (the registries are the images')
+        return json_response(info)
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         since, until = query_time(request, "since"), query_time(request, "until")

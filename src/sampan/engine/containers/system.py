@@ -60,7 +60,7 @@ class SystemMixin(EngineBase):
             "CgroupVersion": "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1",
             "NEventsListener": 0, "KernelVersion": platform.release(), "OperatingSystem": _os_name(),
             "OSVersion": "", "OSType": "linux", "Architecture": platform.machine(),
-            "IndexServerAddress": "https://index.docker.io/v1/", "RegistryConfig": None,
+            "IndexServerAddress": "https://index.docker.io/v1/",
             "NCPU": os.cpu_count() or 1, "MemTotal": _mem_total(), "DockerRootDir": self.root,
             "HttpProxy": "", "HttpsProxy": "", "NoProxy": "", "Name": platform.node(), "Labels": [],
             "ExperimentalBuild": False, "ServerVersion": __version__,
