@@ -190,7 +190,7 @@ class Client:
             if epoch is not None:
                 fields["epoch"] = epoch
         sock, reply = self._stream("subscribe", fields)
-        return Subscription(sock, reply)
+        return Subscription(sock, reply, after)
 
 
 class Subscription:
@@ -199,14 +199,16 @@ class Subscription:
     the supervisor goes away (or dropped this subscriber for not reading); resubscribe then
     with after=last_seq, epoch=epoch, and reconcile (`list`, `exec_state`) when `gap` is set.
 
-    seq: the last event's number when subscribed; epoch: which supervisor numbered them."""
+    seq: the last event's number when subscribed; epoch: which supervisor numbered them;
+    last_seq: the last event read (`after` until the replayed events are read: a subscription
+    that breaks before has them replayed again)."""
 
-    def __init__(self, sock: socket.socket, reply: dict) -> None:
+    def __init__(self, sock: socket.socket, reply: dict, after: int | None = None) -> None:
         self.sock = sock
         self.seq = int(reply.get("seq") or 0)
         self.epoch = reply.get("epoch")
         self.gap = bool(reply.get("gap"))
-        self.last_seq = self.seq
+        self.last_seq = self.seq if after is None or self.gap else after
         self._lines = _Lines(sock)
 
     def __iter__(self) -> Iterator[dict]:
