@@ -53,7 +53,8 @@ CGROUP_PARENT = "/sampan"
 
 
 # ---------------------------------------------------------------- Config merge
-def _strslice(v: Any) -> list[str] | None:
+def strslice(v: Any) -> list[str] | None:
+    """Docker's StrSlice (Cmd, Entrypoint): a string or a list of strings; None when unset."""
     if v is None:
         return None
     if isinstance(v, str):
@@ -92,15 +93,15 @@ def process_env(base: list[str], extra: list[str]) -> list[str]:
 def merge_config(image_config: dict, body: dict, container_id: str) -> dict:
     """The container's Config as Docker stores it: user values over the image's."""
     img = (image_config or {}).get("config") or {}
-    entrypoint = _strslice(body.get("Entrypoint"))
-    cmd = _strslice(body.get("Cmd"))
+    entrypoint = strslice(body.get("Entrypoint"))
+    cmd = strslice(body.get("Cmd"))
     if entrypoint:  # an explicit entrypoint (even [""]) clears the image's cmd
         if entrypoint == [""]:
             entrypoint = []
     else:
-        entrypoint = _strslice(img.get("Entrypoint")) or []
+        entrypoint = strslice(img.get("Entrypoint")) or []
         if not cmd:
-            cmd = _strslice(img.get("Cmd"))
+            cmd = strslice(img.get("Cmd"))
     cmd = cmd or []
     if not entrypoint and not cmd:
         raise SpecInputError("No command specified")

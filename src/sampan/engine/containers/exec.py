@@ -18,7 +18,7 @@ class ExecMixin(EngineBase):
     def exec_create(self, ref: str, body: dict) -> str:
         rec = self._get(ref)
         require("exec", self._status(rec), ref, rec["id"], rec["name"])
-        cmd = _spec._strslice(body.get("Cmd"))
+        cmd = _spec.strslice(body.get("Cmd"))
         if not cmd:
             raise InvalidParameter("No exec command specified")
         eid = secrets.token_hex(32)
