@@ -104,11 +104,6 @@ class Image:
         return not any("@" not in r for r in self.refs)
 
 
-def _parse_time(value: str) -> int:
-    """RFC 3339 -> whole unix seconds (api/ imports this name: it moves to timefmt there)."""
-    return int(parse_rfc3339(value))
-
-
 class ImageStore:
     def __init__(self, root: str, snapshotter: str | None = None, workers: int | None = None,
                  in_use: Callable[[str], list[tuple[str, bool]]] | None = None) -> None:
@@ -449,7 +444,7 @@ class ImageStore:
             if not empty and li < len(sizes):
                 size = sizes[li]
                 li += 1
-            entries.append({"Id": "<missing>", "Created": _parse_time(h.get("created", "")),
+            entries.append({"Id": "<missing>", "Created": int(parse_rfc3339(h.get("created", ""))),
                             "CreatedBy": h.get("created_by", ""), "Tags": None, "Size": size,
                             "Comment": h.get("comment", "")})
         entries.reverse()
