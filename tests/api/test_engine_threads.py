@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 CONTAINERS = 200
 SLACK = 6  # threads that may come and go: the exit pool, the API's workers, a restart timer
 
@@ -20,6 +22,7 @@ def _run(client, name: str) -> str:
     return cid
 
 
+@pytest.mark.slow  # 200 containers: 20 s on a 2-core VM, far more on a slow CI machine
 def test_thread_count_stays_flat_with_200_running_containers(sampand):
     client = sampand.client()
     pid = sampand.pid()

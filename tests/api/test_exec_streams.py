@@ -92,6 +92,7 @@ def test_detached_exec_keeps_running(client, box):
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # 500 execs and 200 runs: 34 s on a 2-core VM, far more on a slow CI machine
 def test_exit_codes_never_lost_docker_cli(sampand, box):
     """The race of issue 7: an exec's stream must end only after its exit is recorded where
     /exec/{id}/json reads it (and the same for run --rm and wait). 500 execs and 200 runs with

@@ -56,12 +56,14 @@ def web(sampand):
     yield "web"
 
 
+@pytest.mark.slow  # 500 execs: 22 s on a 2-core VM, far more on a slow CI machine
 def test_exec_exit_codes(sampand, web):
     def run_one(cmd: list[str]) -> subprocess.CompletedProcess:
         return subprocess.run([DOCKER, "exec", web, *cmd], env=sampand.env, capture_output=True, timeout=60)
     _check_all(run_one, _commands(EXECS, seed=7, init=False))
 
 
+@pytest.mark.slow  # 200 run --rm: 14 s on a 2-core VM, far more on a slow CI machine
 def test_run_rm_exit_codes(sampand):
     def run_one(cmd: list[str]) -> subprocess.CompletedProcess:
         return subprocess.run([DOCKER, "run", "--rm", "--network", "none", "busybox", *cmd], env=sampand.env,
