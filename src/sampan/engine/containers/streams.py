@@ -2,7 +2,6 @@
 its filesystem as a tar."""
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from typing import Any, Iterator
@@ -87,7 +86,7 @@ class StreamsMixin(EngineBase):
     # ------------------------------------------------------------------ export
     def export(self, ref: str, out: Any) -> None:
         """Writes the container's filesystem (the merged view its process sees) as a tar."""
-        import tarfile
+        from ...image import layers
         rec = self._get(ref)
         cid = rec["id"]
         with self._lock(cid):
@@ -99,9 +98,7 @@ class StreamsMixin(EngineBase):
                     raise EngineError(f"failed to mount the rootfs: {e}") from None
         try:
             rootfs = self.images.snapshots.get(cid).rootfs
-            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                for name in sorted(os.listdir(rootfs)):
-                    tar.add(os.path.join(rootfs, name), arcname=name, recursive=True)
+            layers.export(rootfs, out)   # the image layer's tar writer: sorted, numeric owners, xattrs
         finally:
             if mounted_here:
                 with self._lock(cid):
