@@ -94,7 +94,7 @@ def main() -> int:
         dockerd, sampand = start_both()
         run = ["run", "-d", "--network", "none", IMAGE, "sleep", "100000"]
         # one throw-away container each: the supervisor starts, both paths are warm
-        sampand.sampan("run", "--rm", "--network", "none", IMAGE, "true")
+        sampand.sampan("run", "--rm", "--network", "none", IMAGE, "true", check=True)
         dockerd.docker("run", "--rm", "--network", "none", IMAGE, "true")
         settle()
 
@@ -111,7 +111,7 @@ def main() -> int:
 
         t0 = time.monotonic()
         for _ in range(n):
-            sampand.sampan(*run)
+            sampand.sampan(*run, check=True)
         t_sampan = time.monotonic() - t0
         t0 = time.monotonic()
         for _ in range(n):

@@ -62,7 +62,7 @@ def main() -> int:
     image_load.CACHE.mkdir(parents=True, exist_ok=True)
     archive = image_load.build_archive()
     docker, sampan = _daemons.start_both(one_netns=True)
-    netns = docker.netns()
+    netns = docker.netns
     work = Path(tempfile.mkdtemp(prefix="sampan-bench-pull-", dir=str(Path(docker.tmp).parent)))
     (work / "registry").mkdir()
     (work / "floor").mkdir()
@@ -77,10 +77,8 @@ def main() -> int:
         image_load.quiet([_daemons.DOCKER_CLI, "rmi", "-f", name, image_load.IMAGE], docker.env)
 
         def skopeo_copy(target: Path) -> float:
-            return image_load.timed([*registry_fixtures.enter_netns(netns), "unshare", "--mount", "--propagation",
-                                     "private", "--", "sh", "-c", 'mount -t tmpfs sampan-skopeo /var/lib && exec "$@"',
-                                     "sh", registry_fixtures.SKOPEO_BIN, "--insecure-policy", "copy",
-                                     "--src-tls-verify=false", f"docker://{name}", f"dir:{target}"])
+            return image_load.timed(registry_fixtures.skopeo_argv("copy", "--src-tls-verify=false", f"docker://{name}",
+                                                                  f"dir:{target}", tmpdir=str(work), netns=netns))
 
         skopeo_copy(work / "blobs")   # the gzip layers as pulled, for the floor
         manifest = json.loads((work / "blobs" / "manifest.json").read_text())

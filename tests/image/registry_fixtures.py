@@ -26,6 +26,8 @@ import urllib.parse
 
 import pytest
 
+from private_daemons import in_netns
+
 REGISTRY_BIN = shutil.which("docker-registry")
 SKOPEO_BIN = shutil.which("skopeo")
 needs_registry = pytest.mark.skipif(REGISTRY_BIN is None, reason="docker-registry is not installed (scripts/setup.sh)")
@@ -202,7 +204,7 @@ class RegistryServer:
 
     def start(self) -> "RegistryServer":
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([*enter_netns(self.netns), REGISTRY_BIN, "serve", self.config], stdout=self._log,
+        self.proc = subprocess.Popen([*in_netns(self.netns), REGISTRY_BIN, "serve", self.config], stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -433,21 +435,22 @@ def write_oci_layout(store, directory: str, image: TestImage, tag: str) -> None:
         json.dump(index, f)
 
 
-def enter_netns(netns: str | None) -> list[str]:
-    """The argv prefix that runs a command in the network namespace `netns` (or as it is)."""
-    return ["nsenter", f"--net={netns}", "--"] if netns else []
+def skopeo_argv(*args: str, tmpdir: str, netns: str | None = None) -> list[str]:
+    """skopeo that leaves no files behind: as root it keeps a blob-info cache in
+    /var/lib/containers, so it runs in a private mount namespace with a tmpfs on /var/lib
+    (which also makes each run start with an empty cache: no cross-run blob reuse); in the
+    network namespace at path `netns` if given (a RegistryServer's there)."""
+    return [*in_netns(netns), "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+            'mount -t tmpfs sampan-skopeo /var/lib && exec "$@"', "sh",
+            SKOPEO_BIN, "--insecure-policy", "--tmpdir", tmpdir, *args]
 
 
 def skopeo(*args: str, timeout: float = 120, netns: str | None = None) -> subprocess.CompletedProcess:
-    """Run skopeo without leaving files behind: as root it keeps a blob-info cache in
-    /var/lib/containers, so it runs in a private mount namespace with a tmpfs on /var/lib
-    (which also makes each run start with an empty cache: no cross-run blob reuse)."""
+    """skopeo_argv(*args) run with a temporary directory of its own."""
     tmp = tempfile.mkdtemp(prefix="sampan-skopeo-")
     try:
-        cmd = [*enter_netns(netns), "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-               'mount -t tmpfs sampan-skopeo /var/lib && exec "$@"', "sh",
-               SKOPEO_BIN, "--insecure-policy", "--tmpdir", tmp, *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(skopeo_argv(*args, tmpdir=tmp, netns=netns), capture_output=True, text=True,
+                              timeout=timeout)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
