@@ -67,7 +67,7 @@ class Endpoint:
     host_ifname: str       # the veth's host side
     ip: str
     prefixlen: int
-    gateway: str           # "" on an internal network (no default route)
+    gateway: str           # the network's (an internal network's endpoints get no default route)
     mac: str
     aliases: tuple[str, ...] = ()
     ports: tuple[PortMapping, ...] = ()

@@ -1,0 +1,230 @@
+"""Networks and their addresses in the engine's SQLite state (state.db): IPAM.
+
+A network's row holds its subnet, gateway and bridge; each address handed out is a row
+keyed by (network, address), so the database itself refuses to hand one out twice, across
+threads, processes and restarts. Every change runs in ``statedb.transaction`` (BEGIN
+IMMEDIATE) under the instance's lock (one connection is shared by the threads that use it).
+Endpoints (a container's attachment to a network) are recorded in the same transaction as
+their address, before any link is made, so a crash mid-setup leaves a record that
+``Manager.restore`` cleans up.
+
+Addresses are handed out in turn after the last one given (wrapping), as Docker does, so a
+released address is not reused at once (neighbours' ARP caches still point at the old MAC).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import sqlite3
+import threading
+from dataclasses import asdict, replace
+from typing import Iterable
+
+from .. import statedb
+from .api import AddressInUse, Endpoint, InvalidNetworkConfig, Network, PoolExhausted, PortMapping
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS networks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    bridge TEXT NOT NULL UNIQUE,
+    subnet TEXT NOT NULL,
+    record TEXT NOT NULL,
+    last_address INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS network_addresses (
+    network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    address TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    PRIMARY KEY (network_id, address),
+    UNIQUE (network_id, container_id)
+);
+CREATE TABLE IF NOT EXISTS network_endpoints (
+    container_id TEXT NOT NULL,
+    network_id TEXT NOT NULL REFERENCES networks(id),
+    record TEXT NOT NULL,
+    PRIMARY KEY (container_id, network_id)
+);
+"""
+
+# Docker's default address pools: 172.17-31.0.0/16, then 192.168.0.0/16 in /20s.
+DEFAULT_POOLS: tuple[tuple[str, int], ...] = (*((f"172.{n}.0.0/16", 16) for n in range(17, 32)),
+                                              ("192.168.0.0/16", 20))
+
+IPv4Net = ipaddress.IPv4Network
+
+
+def parse_subnet(text: str) -> IPv4Net:
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise InvalidNetworkConfig(f"invalid subnet {text}") from None
+    if not isinstance(net, IPv4Net):
+        raise InvalidNetworkConfig(f"invalid subnet {text}: only IPv4 subnets are supported")
+    if str(net) != text:
+        raise InvalidNetworkConfig(f"invalid subnet {text}: it should be {net}")
+    if net.prefixlen > 30:
+        raise InvalidNetworkConfig(f"invalid subnet {text}: it has no room for a gateway and a container")
+    return net
+
+
+def _address(text: str, what: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        raise InvalidNetworkConfig(f"invalid {what} {text}") from None
+
+
+def check_gateway(subnet: IPv4Net, gateway: str) -> str:
+    """The gateway: the one given (inside the subnet, a host address) or the first host address."""
+    if not gateway:
+        return str(subnet.network_address + 1)
+    addr = _address(gateway, "gateway")
+    if addr not in subnet or addr in (subnet.network_address, subnet.broadcast_address):
+        raise InvalidNetworkConfig(f"gateway {gateway} is not a host address of subnet {subnet}")
+    return gateway
+
+
+def check_ip_range(subnet: IPv4Net, ip_range: str) -> str:
+    if not ip_range:
+        return ""
+    try:
+        rng = ipaddress.IPv4Network(ip_range, strict=True)
+    except ValueError:
+        raise InvalidNetworkConfig(f"invalid ip-range {ip_range}") from None
+    if not rng.subnet_of(subnet):
+        raise InvalidNetworkConfig(f"ip-range {ip_range} is not inside subnet {subnet}")
+    return ip_range
+
+
+def pick_subnet(taken: Iterable[IPv4Net], pools: Iterable[tuple[str, int]] = DEFAULT_POOLS) -> str:
+    """The first subnet of the pools that overlaps none of ``taken`` (the host's routes and
+    addresses, other networks' subnets)."""
+    taken = list(taken)
+    for pool, prefixlen in pools:
+        for candidate in ipaddress.IPv4Network(pool).subnets(new_prefix=prefixlen):
+            if not any(candidate.overlaps(t) for t in taken):
+                return str(candidate)
+    raise PoolExhausted("could not find an available, non-overlapping IPv4 address pool among the defaults "
+                        "to assign to the network")
+
+
+def mac_of(ip: str) -> str:
+    """Docker's MAC for an address: 02:42 and the address's four bytes."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+
+
+def _network_of(row: sqlite3.Row | tuple) -> Network:
+    return Network(**json.loads(row[0]))
+
+
+def _endpoint_of(text: str) -> Endpoint:
+    rec = json.loads(text)
+    rec["aliases"] = tuple(rec["aliases"])
+    rec["ports"] = tuple(PortMapping(**p) for p in rec["ports"])
+    return Endpoint(**rec)
+
+
+class Ipam:
+    """Networks, addresses and endpoint records in ``conn`` (state.db; ``Ipam.open(root)``)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        conn.executescript(SCHEMA)
+        self.conn = conn
+        self.lock = threading.RLock()
+
+    @classmethod
+    def open(cls, root: str) -> Ipam:
+        return cls(statedb.connect(root, SCHEMA))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ------------------------------------------------------------------ networks
+    def add_network(self, net: Network) -> None:
+        """Record a network; a name, bridge or overlapping subnet already taken is refused."""
+        subnet = parse_subnet(net.subnet)
+        with self.lock, statedb.transaction(self.conn) as c:
+            for name, bridge, other in c.execute("SELECT name, bridge, subnet FROM networks"):
+                if name == net.name:
+                    raise AddressInUse(f"network with name {net.name} already exists")
+                if bridge == net.bridge:
+                    raise AddressInUse(f"bridge name {net.bridge} is already used by network {name}")
+                if subnet.overlaps(ipaddress.IPv4Network(other)):
+                    raise AddressInUse("invalid pool request: Pool overlaps with other one on this address space")
+            c.execute("INSERT INTO networks (id, name, bridge, subnet, record) VALUES (?, ?, ?, ?, ?)",
+                      (net.id, net.name, net.bridge, net.subnet, json.dumps(asdict(net))))
+
+    def remove_network(self, network_id: str) -> None:
+        with self.lock, statedb.transaction(self.conn) as c:
+            c.execute("DELETE FROM networks WHERE id = ?", (network_id,))
+
+    def networks(self) -> list[Network]:
+        with self.lock:
+            rows = self.conn.execute("SELECT record FROM networks ORDER BY name").fetchall()
+        return [_network_of(r) for r in rows]
+
+    def subnets(self) -> list[IPv4Net]:
+        with self.lock:
+            rows = self.conn.execute("SELECT subnet FROM networks").fetchall()
+        return [ipaddress.IPv4Network(r[0]) for r in rows]
+
+    # ----------------------------------------------------------------- addresses
+    def allocate(self, net: Network, endpoint: Endpoint) -> Endpoint:
+        """Hand ``endpoint`` an address of ``net`` (``endpoint.ip`` if set: checked and taken)
+        and record the endpoint, in one transaction. Returns the endpoint with its address
+        (and Docker's MAC for it when it had none)."""
+        subnet = ipaddress.IPv4Network(net.subnet)
+        pool = ipaddress.IPv4Network(net.ip_range) if net.ip_range else subnet
+        reserved = {int(subnet.network_address), int(subnet.broadcast_address),
+                    int(ipaddress.IPv4Address(net.gateway))}
+        with self.lock, statedb.transaction(self.conn) as c:
+            if c.execute("SELECT 1 FROM network_endpoints WHERE container_id = ? AND network_id = ?",
+                         (endpoint.container_id, net.id)).fetchone():
+                raise AddressInUse(f"endpoint with name {endpoint.container_id[:12]} already exists in network {net.name}")
+            used = {int(ipaddress.IPv4Address(r[0])) for r in
+                    c.execute("SELECT address FROM network_addresses WHERE network_id = ?", (net.id,))}
+            if endpoint.ip:
+                wanted = _address(endpoint.ip, "IP address")
+                if wanted not in subnet:
+                    raise InvalidNetworkConfig(f"no configured subnet or ip-range contain the IP address {endpoint.ip}")
+                if int(wanted) in reserved or int(wanted) in used:
+                    raise AddressInUse("Address already in use")
+                chosen = int(wanted)
+            else:
+                chosen = self._next_free(c, net.id, pool, used | reserved)
+            ip = str(ipaddress.IPv4Address(chosen))
+            c.execute("INSERT INTO network_addresses VALUES (?, ?, ?)", (net.id, ip, endpoint.container_id))
+            c.execute("UPDATE networks SET last_address = ? WHERE id = ?", (chosen, net.id))
+            done = replace(endpoint, ip=ip, mac=endpoint.mac or mac_of(ip))
+            c.execute("INSERT INTO network_endpoints VALUES (?, ?, ?)",
+                      (endpoint.container_id, net.id, json.dumps(asdict(done))))
+        return done
+
+    @staticmethod
+    def _next_free(c: sqlite3.Connection, network_id: str, pool: IPv4Net, taken: set[int]) -> int:
+        first, last = int(pool.network_address), int(pool.broadcast_address)
+        after = c.execute("SELECT last_address FROM networks WHERE id = ?", (network_id,)).fetchone()[0]
+        start = after + 1 if first <= after < last else first
+        for candidate in (*range(start, last + 1), *range(first, start)):
+            if candidate not in taken:
+                return candidate
+        raise PoolExhausted(f"no available IPv4 addresses on this network's address pools: {pool}")
+
+    def release(self, network_id: str, container_id: str) -> None:
+        """Free the container's address on the network and forget its endpoint (a no-op when gone)."""
+        with self.lock, statedb.transaction(self.conn) as c:
+            c.execute("DELETE FROM network_addresses WHERE network_id = ? AND container_id = ?",
+                      (network_id, container_id))
+            c.execute("DELETE FROM network_endpoints WHERE network_id = ? AND container_id = ?",
+                      (network_id, container_id))
+
+    def endpoints(self, container_id: str | None = None, network_id: str | None = None) -> list[Endpoint]:
+        query, args = "SELECT record FROM network_endpoints WHERE 1", []
+        if container_id is not None:
+            query, args = query + " AND container_id = ?", [*args, container_id]
+        if network_id is not None:
+            query, args = query + " AND network_id = ?", [*args, network_id]
+        with self.lock:
+            rows = self.conn.execute(query + " ORDER BY rowid", args).fetchall()
+        return [_endpoint_of(r[0]) for r in rows]

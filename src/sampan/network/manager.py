@@ -1,0 +1,209 @@
+"""The network layer's facade: networks, sandboxes (network namespaces) and endpoints.
+
+The engine calls it from the warm daemon: ``create_network``/``remove_network``/``networks``,
+``create_sandbox``/``remove_sandbox`` (the netns a container joins: the OCI spec gets
+``{"type": "network", "path": ...}``), ``connect``/``disconnect`` (an endpoint: address,
+veth, published ports), and ``restore`` at daemon start (bridges and firewall re-made after
+a reboot, endpoints and namespaces of containers that are gone removed).
+
+Each operation is transactional: the database row comes first (so a crash leaves a record
+that ``restore`` finds), then the kernel steps, then the firewall; a failure undoes the
+steps before it, in reverse.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+import secrets
+import threading
+import time
+from typing import Iterable
+
+from . import netns
+from .api import AddressInUse, Endpoint, Firewall, InvalidNetworkConfig, Network, PortMapping
+from .bridge import IFNAMSIZ, BridgeDriver
+from .ipam import Ipam, check_gateway, check_ip_range, parse_subnet, pick_subnet
+from ..errors import Conflict, NotFound
+
+DEFAULT_NETWORK = "bridge"      # Docker's name for the default network
+DEFAULT_BRIDGE = "sampan0"      # its host link (docker0 is dockerd's)
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_MAC = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
+
+
+class NetworkNotFound(NotFound):
+    pass
+
+
+def host_ifname(container_id: str, network_id: str) -> str:
+    """The veth's host side: a name derived from the endpoint, so a crash that leaves the link
+    but loses the record is still recognisable (Docker's are random: veth + 7 hex)."""
+    return "veth" + hashlib.sha256(f"{container_id}/{network_id}".encode()).hexdigest()[:IFNAMSIZ - 4]
+
+
+class Manager:
+    def __init__(self, ipam: Ipam, exec_root: str, firewall: Firewall, driver: BridgeDriver | None = None) -> None:
+        self.ipam = ipam
+        self.netns_dir = os.path.join(exec_root, "netns")
+        self.firewall = firewall
+        self.driver = driver or BridgeDriver()
+        self.lock = threading.Lock()  # subnet choice and network create/remove, one at a time
+
+    def close(self) -> None:
+        self.driver.close()
+
+    # --------------------------------------------------------------- sandboxes
+    def sandbox_path(self, container_id: str) -> str:
+        return os.path.join(self.netns_dir, container_id)
+
+    def create_sandbox(self, container_id: str) -> str:
+        path = self.sandbox_path(container_id)
+        netns.create(path)
+        return path
+
+    def remove_sandbox(self, container_id: str) -> None:
+        netns.remove(self.sandbox_path(container_id))
+
+    # ---------------------------------------------------------------- networks
+    def networks(self) -> list[Network]:
+        return self.ipam.networks()
+
+    def get(self, ref: str) -> Network:
+        """A network by name, full id or unique id prefix (Docker's lookup order)."""
+        nets = self.ipam.networks()
+        for match in (lambda n: n.name == ref, lambda n: n.id == ref):
+            found = [n for n in nets if match(n)]
+            if found:
+                return found[0]
+        found = [n for n in nets if ref and n.id.startswith(ref)]
+        if len(found) == 1:
+            return found[0]
+        raise NetworkNotFound(f"network {ref} not found")
+
+    def create_network(self, name: str, *, subnet: str = "", gateway: str = "", ip_range: str = "",
+                       internal: bool = False, options: dict[str, str] | None = None,
+                       labels: dict[str, str] | None = None) -> Network:
+        """A bridge network; its subnet picked clear of the host's routes and other networks
+        when not given. Nothing is left behind when it fails."""
+        if not _NAME.match(name):
+            raise InvalidNetworkConfig(f'invalid network name "{name}": it must match [a-zA-Z0-9][a-zA-Z0-9_.-]*')
+        options = dict(options or {})
+        network_id = secrets.token_hex(32)
+        bridge = options.get(BRIDGE_NAME_OPTION) or (DEFAULT_BRIDGE if name == DEFAULT_NETWORK else f"br-{network_id[:12]}")
+        if len(bridge) > IFNAMSIZ or not _NAME.match(bridge):
+            raise InvalidNetworkConfig(f"invalid bridge name {bridge}: at most {IFNAMSIZ} of [a-zA-Z0-9_.-]")
+        with self.lock:
+            if subnet:
+                net_subnet = parse_subnet(subnet)
+            else:
+                net_subnet = ipaddress.IPv4Network(pick_subnet([*self.driver.host_subnets(), *self.ipam.subnets()]))
+            net = Network(id=network_id, name=name, driver="bridge", bridge=bridge, subnet=str(net_subnet),
+                          gateway=check_gateway(net_subnet, gateway), ip_range=check_ip_range(net_subnet, ip_range),
+                          internal=internal, options=options, labels=dict(labels or {}), created=time.time())
+            if self.driver.link_exists(bridge):
+                raise AddressInUse(f"bridge name {bridge} is already in use on the host")
+            self.ipam.add_network(net)
+            try:
+                self._make(net)
+            except BaseException:
+                self.ipam.remove_network(net.id)
+                raise
+        return net
+
+    def _make(self, net: Network) -> None:
+        """The bridge and its firewall: completed if they exist, undone if they fail."""
+        self.driver.enable_forwarding()
+        made = not self.driver.link_exists(net.bridge)
+        self.driver.ensure_bridge(net.bridge, net.gateway, net.prefixlen)
+        try:
+            self.firewall.ensure_network(net.name, net.bridge, net.subnet, net.internal)
+        except BaseException:
+            self.firewall.remove_network(net.name)
+            if made:
+                self.driver.remove_bridge(net.bridge)
+            raise
+
+    def ensure_default(self, subnet: str = "", gateway: str = "") -> Network:
+        """The default network (``bridge`` on sampan0), made on first use."""
+        try:
+            return self.get(DEFAULT_NETWORK)
+        except NetworkNotFound:
+            return self.create_network(DEFAULT_NETWORK, subnet=subnet, gateway=gateway)
+
+    def remove_network(self, ref: str) -> None:
+        net = self.get(ref)
+        if self.ipam.endpoints(network_id=net.id):
+            raise Conflict(f"error while removing network: network {net.name} id {net.id} has active endpoints")
+        with self.lock:
+            self.firewall.remove_network(net.name)
+            self.driver.remove_bridge(net.bridge)
+            self.ipam.remove_network(net.id)
+
+    # --------------------------------------------------------------- endpoints
+    def endpoints(self, container_id: str) -> list[Endpoint]:
+        return self.ipam.endpoints(container_id=container_id)
+
+    def connect(self, container_id: str, netns_path: str, network: str, *, ip: str = "", mac: str = "",
+                aliases: Iterable[str] = (), ports: Iterable[PortMapping] = ()) -> Endpoint:
+        """Attach the container's namespace to a network: an address (``ip`` checked and taken
+        if given), a veth pair (``mac``, or Docker's 02:42:<ip>), a default route (not on
+        internal networks), and ``ports`` published. All or nothing."""
+        net = self.get(network)
+        if mac and not _MAC.match(mac):
+            raise InvalidNetworkConfig(f"invalid MAC address {mac}")
+        taken = {e.ifname for e in self.ipam.endpoints(container_id=container_id)}
+        ifname = next(f"eth{n}" for n in range(len(taken) + 1) if f"eth{n}" not in taken)
+        ep = self.ipam.allocate(net, Endpoint(
+            container_id=container_id, network_id=net.id, netns=netns_path, ifname=ifname,
+            host_ifname=host_ifname(container_id, net.id), ip=ip, prefixlen=net.prefixlen, gateway=net.gateway,
+            mac=mac, aliases=tuple(aliases), ports=tuple(ports)))
+        try:
+            self.driver.attach(netns_path=netns_path, bridge=net.bridge, host_ifname=ep.host_ifname,
+                               ifname=ep.ifname, ip=ep.ip, prefixlen=ep.prefixlen,
+                               gateway="" if net.internal else net.gateway, mac=ep.mac)
+            try:
+                if ep.ports:
+                    self.firewall.publish(container_id, ep.ip, net.bridge, list(ep.ports))
+            except BaseException:
+                self.driver.detach(ep.host_ifname)
+                raise
+        except BaseException:
+            self.ipam.release(net.id, container_id)
+            raise
+        return ep
+
+    def disconnect(self, container_id: str, network: str) -> None:
+        """Undo ``connect``; what is already gone (the namespace, the veth) is fine."""
+        net = self.get(network)
+        found = self.ipam.endpoints(container_id=container_id, network_id=net.id)
+        if not found:
+            raise NotFound(f"container {container_id[:12]} is not connected to network {net.name}")
+        self._teardown(found[0])
+
+    def _teardown(self, ep: Endpoint) -> None:
+        if ep.ports:
+            self.firewall.unpublish(ep.container_id)
+        self.driver.detach(ep.host_ifname)
+        self.ipam.release(ep.network_id, ep.container_id)
+
+    # ----------------------------------------------------------------- restore
+    def restore(self, live_containers: Iterable[str]) -> None:
+        """At daemon start: every network's bridge and firewall (a reboot removed them), and
+        nothing of a container not in ``live_containers`` (a crash or reboot left it)."""
+        live = set(live_containers)
+        nets = self.ipam.networks()
+        with self.lock:
+            for net in nets:
+                self._make(net)
+        for ep in self.ipam.endpoints():
+            if ep.container_id not in live:
+                self._teardown(ep)
+        if os.path.isdir(self.netns_dir):
+            for name in os.listdir(self.netns_dir):
+                if name not in live:
+                    netns.remove(os.path.join(self.netns_dir, name))
+        self.firewall.cleanup([n.name for n in nets], live)
+

@@ -1,0 +1,119 @@
+"""IPAM in SQLite: no address handed out twice (threads, several connections, a reopen),
+released addresses come back only after the others, checks of fixed addresses and subnets."""
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import threading
+
+import pytest
+
+from sampan.network.api import AddressInUse, Endpoint, InvalidNetworkConfig, Network, PoolExhausted
+from sampan.network.ipam import Ipam, check_gateway, mac_of, parse_subnet, pick_subnet
+
+
+def _net(name: str = "n", subnet: str = "10.40.0.0/16", ip_range: str = "") -> Network:
+    sub = ipaddress.IPv4Network(subnet)
+    return Network(id=secrets.token_hex(32), name=name, driver="bridge", bridge=f"br-{name}", subnet=subnet,
+                   gateway=check_gateway(sub, ""), ip_range=ip_range, internal=False)
+
+
+def _ep(net: Network, cid: str, ip: str = "") -> Endpoint:
+    return Endpoint(container_id=cid, network_id=net.id, netns="", ifname="eth0", host_ifname="v", ip=ip,
+                    prefixlen=net.prefixlen, gateway=net.gateway, mac="")
+
+
+def test_threads_and_connections_never_share_an_address(tmp_path):
+    root = str(tmp_path)
+    first = Ipam.open(root)
+    net = _net()
+    first.add_network(net)
+    shared_and_own = [first] * 4 + [Ipam.open(root) for _ in range(4)]
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def worker(ipam: Ipam, n: int) -> None:
+        for i in range(40):
+            ip = ipam.allocate(net, _ep(net, f"c{n}-{i}")).ip
+            with lock:
+                got.append(ip)
+
+    threads = [threading.Thread(target=worker, args=(ipam, n)) for n, ipam in enumerate(shared_and_own)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 320 and len(set(got)) == 320
+    assert "10.40.0.1" not in got and "10.40.0.0" not in got
+    for ipam in shared_and_own[4:]:
+        ipam.close()
+    first.close()
+    reopened = Ipam.open(root)
+    after = reopened.allocate(net, _ep(net, "after-restart")).ip
+    assert after not in got and after == "10.40.1.66"  # the next one after the 320 handed out from .2
+    assert len(reopened.endpoints(network_id=net.id)) == 321
+    reopened.close()
+
+
+def test_released_address_comes_back_only_after_the_others(tmp_path):
+    ipam = Ipam.open(str(tmp_path))
+    net = _net(subnet="10.41.0.0/29")  # .1 gateway, .2-.6 for containers
+    ipam.add_network(net)
+    ips = [ipam.allocate(net, _ep(net, f"c{i}")).ip for i in range(5)]
+    assert ips == [f"10.41.0.{i}" for i in range(2, 7)]
+    with pytest.raises(PoolExhausted):
+        ipam.allocate(net, _ep(net, "one-too-many"))
+    ipam.release(net.id, "c1")
+    ipam.release(net.id, "c1")  # twice is fine
+    assert ipam.allocate(net, _ep(net, "again")).ip == "10.41.0.3"
+    ipam.close()
+
+
+def test_fixed_address_checked_and_taken(tmp_path):
+    ipam = Ipam.open(str(tmp_path))
+    net = _net(subnet="10.42.0.0/24", ip_range="10.42.0.128/25")
+    ipam.add_network(net)
+    assert ipam.allocate(net, _ep(net, "a")).ip == "10.42.0.128"
+    assert ipam.allocate(net, _ep(net, "b", ip="10.42.0.9")).ip == "10.42.0.9"  # --ip may be outside --ip-range
+    with pytest.raises(AddressInUse, match="Address already in use"):
+        ipam.allocate(net, _ep(net, "c", ip="10.42.0.9"))
+    with pytest.raises(AddressInUse):
+        ipam.allocate(net, _ep(net, "d", ip="10.42.0.1"))  # the gateway
+    with pytest.raises(InvalidNetworkConfig, match="no configured subnet"):
+        ipam.allocate(net, _ep(net, "e", ip="10.43.0.9"))
+    with pytest.raises(InvalidNetworkConfig):
+        ipam.allocate(net, _ep(net, "f", ip="10.42.0.x"))
+    with pytest.raises(AddressInUse, match="already exists"):
+        ipam.allocate(net, _ep(net, "a"))
+    assert [e.container_id for e in ipam.endpoints(network_id=net.id)] == ["a", "b"]
+    assert ipam.endpoints("b")[0].mac == mac_of("10.42.0.9") == "02:42:0a:2a:00:09"
+    ipam.close()
+
+
+def test_networks_names_bridges_and_subnets_are_unique(tmp_path):
+    ipam = Ipam.open(str(tmp_path))
+    ipam.add_network(_net("a", "10.50.0.0/16"))
+    with pytest.raises(AddressInUse, match="already exists"):
+        ipam.add_network(_net("a", "10.51.0.0/16"))
+    with pytest.raises(AddressInUse, match="Pool overlaps"):
+        ipam.add_network(_net("b", "10.50.128.0/17"))
+    ipam.add_network(_net("b", "10.51.0.0/16"))
+    assert [n.name for n in ipam.networks()] == ["a", "b"]
+    ipam.close()
+
+
+def test_subnet_checks_and_choice():
+    assert str(parse_subnet("10.0.0.0/8")) == "10.0.0.0/8"
+    for bad, message in (("10.0.0.1/8", "it should be 10.0.0.0/8"), ("nonsense", "invalid subnet"),
+                         ("fd00::/64", "only IPv4"), ("10.0.0.0/31", "no room")):
+        with pytest.raises(InvalidNetworkConfig, match=message):
+            parse_subnet(bad)
+    with pytest.raises(InvalidNetworkConfig):
+        check_gateway(ipaddress.IPv4Network("10.0.0.0/24"), "10.0.1.1")
+    assert check_gateway(ipaddress.IPv4Network("10.0.0.0/24"), "10.0.0.254") == "10.0.0.254"
+    taken = [ipaddress.IPv4Network(s) for s in ("172.17.5.0/24", "172.18.0.0/15", "172.20.0.0/16")]
+    assert pick_subnet(taken) == "172.21.0.0/16"
+    everything = [ipaddress.IPv4Network("172.16.0.0/12"), ipaddress.IPv4Network("192.168.0.0/17")]
+    assert pick_subnet(everything) == "192.168.128.0/20"
+    with pytest.raises(PoolExhausted, match="non-overlapping"):
+        pick_subnet([ipaddress.IPv4Network("0.0.0.0/1"), ipaddress.IPv4Network("128.0.0.0/1")])
