@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from private_daemons import DOCKER_CLI, PY, Sampand
+from private_daemons import DOCKER_CLI, Sampand
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = DOCKER_CLI  # tests/engine/test_runtimes.py runs it against a daemon of start_daemon's
-__all__ = ["DOCKER", "PY", "start_daemon", "stop_daemon"]  # what other areas' tests use
 
 
 def _add_busybox():
@@ -22,15 +21,15 @@ def _add_busybox():
     return mod.add_busybox
 
 
-def start_daemon(tmp_path_factory, args: tuple[str, ...] = (), netns: str | None = None) -> Sampand:
-    """A sampand on new roots with busybox in its store, in the host's network namespace or
-    in `netns` (a /proc/PID/ns/net path) if given; end it with stop_daemon."""
+def start_daemon(tmp_path_factory, args: tuple[str, ...] = ()) -> Sampand:
+    """A sampand on new roots (in the host's network namespace) with busybox in its store;
+    end it with stop_daemon."""
     root = str(tmp_path_factory.mktemp("sampand") / "root")
     from sampan.image.store import ImageStore
     store = ImageStore(root)
     _add_busybox()(store)
     store.close()
-    d = Sampand(root, args, network=netns or "host")
+    d = Sampand(root, args, network="host")
     try:
         d.start()
     except BaseException:

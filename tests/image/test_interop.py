@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from private_daemons import DOCKER_CLI, SAMPAN, Sampand
 from registry_fixtures import REGISTRY_BIN, SKOPEO_BIN, RegistryServer, skopeo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,24 +29,27 @@ def _load(name: str, path: Path):
     return mod
 
 
-# The private dockerd of the drop-in tests (its own data root and network namespace) and the
-# private sampand of the API tests.
+# The module-scoped private dockerd fixture of the drop-in tests (its own data root and
+# network namespace, checked to leave the host as found).
 dropin = _load("sampan_dropin_fixtures", REPO / "tests" / "integration" / "conftest.py")
-api = _load("sampan_api_fixtures", REPO / "tests" / "api" / "conftest.py")
 busybox_rootfs = dropin.busybox_rootfs
 dockerd = dropin.dockerd
 
 
 @pytest.fixture(scope="module")
 def netns(dockerd) -> str:
-    return f"/proc/{dockerd.proc.pid}/ns/net"
+    return dockerd.netns
 
 
 @pytest.fixture(scope="module")
-def sampand(tmp_path_factory, netns):
-    d = api.start_daemon(tmp_path_factory, netns=netns)
-    yield d
-    api.stop_daemon(d)
+def sampand(netns):
+    d = Sampand(network=netns)
+    try:
+        d.start()
+        yield d
+    finally:
+        problems = d.teardown()
+    assert not problems, "\n".join(problems)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +78,6 @@ def piped(left: list[str], left_env: dict, right: list[str], right_env: dict) ->
     return second.stdout
 
 
-SAMPAN_CLI = [api.PY, "-m", "sampan.cli.main"]
-
 
 def docker_id(dockerd, name: str) -> str:
     return dockerd.docker("image", "inspect", "-f", "{{.Id}}", name).stdout.strip()
@@ -86,8 +88,8 @@ def sampan_id(sampand, name: str) -> str:
 
 
 def test_docker_save_sampan_load_run(dockerd, sampand):
-    out = piped([dropin.DOCKER_CLI, "save", dockerd.image], dockerd.env,
-                [*SAMPAN_CLI, "load"], sampand.env)
+    out = piped([DOCKER_CLI, "save", dockerd.image], dockerd.env,
+                [*SAMPAN, "load"], sampand.env)
     assert out == f"Loaded image: {dockerd.image}\n"
     assert sampan_id(sampand, dockerd.image) == docker_id(dockerd, dockerd.image)
     run = sampand.sampan("run", "--rm", "--network", "none", dockerd.image, "sh", "-c", "echo loaded")
@@ -97,8 +99,8 @@ def test_docker_save_sampan_load_run(dockerd, sampand):
 def test_sampan_save_docker_load_run(dockerd, sampand):
     ok(sampand.sampan("image", "bootstrap", "busybox", "-t", "sampan-made/busybox:1"))   # a gzip layer
     made = sampan_id(sampand, "sampan-made/busybox:1")
-    out = piped([*SAMPAN_CLI, "save", "sampan-made/busybox:1"], sampand.env,
-                [dropin.DOCKER_CLI, "load"], dockerd.env)
+    out = piped([*SAMPAN, "save", "sampan-made/busybox:1"], sampand.env,
+                [DOCKER_CLI, "load"], dockerd.env)
     assert out == "Loaded image: sampan-made/busybox:1\n"
     try:
         assert docker_id(dockerd, "sampan-made/busybox:1") == made
@@ -114,7 +116,7 @@ def test_roundtrip_of_docker_image_through_sampan(dockerd, sampand, tmp_path):
     dockerd.docker("save", "-o", str(archive), dockerd.image)
     ok(sampand.sampan("load", "-i", str(archive)))
     ok(sampand.sampan("tag", dockerd.image, "again/busybox:2"))
-    piped([*SAMPAN_CLI, "save", "again/busybox:2"], sampand.env, [dropin.DOCKER_CLI, "load"], dockerd.env)
+    piped([*SAMPAN, "save", "again/busybox:2"], sampand.env, [DOCKER_CLI, "load"], dockerd.env)
     try:
         assert docker_id(dockerd, "again/busybox:2") == docker_id(dockerd, dockerd.image)
     finally:
