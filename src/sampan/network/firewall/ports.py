@@ -1,0 +1,158 @@
+"""Published ports: a PortMapping resolved into host-port bindings, the conflicts Docker
+refuses, and the check that nothing else on the host listens on a port about to be published.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from ... import errors
+from ..api import PortMapping
+from .rules import PROTOS
+
+_PORT_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+_SCTP = getattr(socket, "IPPROTO_SCTP", 132)
+
+
+class PortAllocated(errors.Conflict):
+    """A host port another published port (of any container) already holds."""
+
+
+class PortInUse(errors.Conflict):
+    """A host port something else on the host listens on."""
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Host ports host_low..host_high of ``proto`` on ``host_ip`` ("" = every address) sent to
+    container_ip's ports container_low.. (as many)."""
+    proto: str
+    host_ip: str
+    host_low: int
+    host_high: int
+    container_ip: str
+    container_low: int
+
+    def overlaps(self, other: "Binding") -> bool:
+        return (self.proto == other.proto
+                and (not self.host_ip or not other.host_ip or self.host_ip == other.host_ip)
+                and self.host_low <= other.host_high and other.host_low <= self.host_high)
+
+    def shown(self, port: int) -> str:
+        return f"{self.host_ip or '0.0.0.0'}:{port}"
+
+    def mapping(self) -> PortMapping:
+        single = self.host_low == self.host_high
+        return PortMapping(self.host_ip, self.host_low, self.container_low, self.proto,
+                           0 if single else self.host_high,
+                           0 if single else self.container_low + self.host_high - self.host_low)
+
+
+def _host_ip(value: str) -> str:
+    if value in ("", "0.0.0.0"):
+        return ""
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise errors.Invalid(f"invalid host IP address for a published port: {value!r} (IPv4 only)") from None
+
+
+def _span(low: int, end: int, what: str) -> tuple[int, int]:
+    high = end or low
+    if not (0 <= low <= 65535 and 0 <= high <= 65535) or high < low:
+        raise errors.Invalid(f"invalid {what} port range: {low}-{high}")
+    return low, high
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for automatically chosen ports, which -P picks from as Docker does."""
+    with open(_PORT_RANGE_FILE) as f:
+        low, high = f.read().split()
+    return int(low), int(high)
+
+
+def resolve(container_ip: str, ports: Iterable[PortMapping],
+            free: Callable[[Binding], bool]) -> list[Binding]:
+    """The bindings ``ports`` ask for; a host port of 0, or a host range for one container
+    port, takes the first port for which ``free`` says yes (Docker's picking rules)."""
+    out: list[Binding] = []
+    for p in ports:
+        if p.proto not in PROTOS:
+            raise errors.Invalid(f"invalid proto: {p.proto}")
+        host_ip = _host_ip(p.host_ip)
+        c_low, c_high = _span(p.container_port, p.container_port_end, "container")
+        if c_low == 0:
+            raise errors.Invalid("invalid container port: 0")
+        h_low, h_high = _span(p.host_port, p.host_port_end, "host")
+        count = c_high - c_low + 1
+        if h_low == 0:  # each container port gets an ephemeral host port of its own
+            low, high = ephemeral_range()
+            candidates = range(low, high + 1)
+            for c in range(c_low, c_high + 1):
+                out.append(_pick(host_ip, p.proto, candidates, container_ip, c, free, out))
+        elif h_high - h_low + 1 == count:
+            out.append(Binding(p.proto, host_ip, h_low, h_high, container_ip, c_low))
+        elif count == 1:  # -p 8000-8010:80: one free port of the host range
+            out.append(_pick(host_ip, p.proto, range(h_low, h_high + 1), container_ip, c_low, free, out))
+        else:
+            raise errors.Invalid(f"invalid ranges specified for container and host ports: "
+                                 f"{c_low}-{c_high} and {h_low}-{h_high}")
+    return out
+
+
+def _pick(host_ip: str, proto: str, candidates: range, container_ip: str, container_port: int,
+          free: Callable[[Binding], bool], taken: list[Binding]) -> Binding:
+    for port in candidates:
+        b = Binding(proto, host_ip, port, port, container_ip, container_port)
+        if free(b) and not any(b.overlaps(t) for t in taken):
+            return b
+    first, last = candidates[0], candidates[-1]
+    raise PortAllocated(f"Bind for {host_ip or '0.0.0.0'}:{first}-{last} failed: port is already allocated")
+
+
+def first_conflict(wanted: Binding, held: Iterable[Binding]) -> int | None:
+    """The first host port of ``wanted`` that a binding in ``held`` holds, or None."""
+    ports = [max(wanted.host_low, h.host_low) for h in held if wanted.overlaps(h)]
+    return min(ports) if ports else None
+
+
+def allocated(wanted: Binding, port: int) -> PortAllocated:
+    return PortAllocated(f"Bind for {wanted.shown(port)} failed: port is already allocated")
+
+
+def listened_port(b: Binding) -> int | None:
+    """The first host port of ``b`` that a socket on this host already holds (a server
+    listening, a bound UDP socket), or None. Binding here without keeping the socket is the
+    check: the kernel forwards published traffic, no socket of ours holds the port after."""
+    kind, proto = {"tcp": (socket.SOCK_STREAM, 0), "udp": (socket.SOCK_DGRAM, 0),
+                   "sctp": (socket.SOCK_STREAM, _SCTP)}[b.proto]
+    for port in range(b.host_low, b.host_high + 1):
+        try:
+            s = socket.socket(socket.AF_INET, kind, proto)
+        except OSError as e:
+            if e.errno in (errno.EPROTONOSUPPORT, errno.ESOCKTNOSUPPORT):
+                return None  # no SCTP in this kernel: nothing can listen on it
+            raise
+        with s:
+            if kind == socket.SOCK_STREAM:
+                # a connection in TIME_WAIT does not hold the port; a listener does
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((b.host_ip or "0.0.0.0", port))
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    return port
+                if e.errno == errno.EADDRNOTAVAIL:
+                    raise errors.Invalid(f"host IP address {b.host_ip} for a published port is not an address of this host") from None
+                raise
+    return None
+
+
+def in_use(b: Binding, port: int) -> PortInUse:
+    container_port = b.container_low + port - b.host_low
+    return PortInUse(f"failed to bind host port for {b.shown(port)}:{b.container_ip}:{container_port}/{b.proto}: "
+                     f"address already in use")
+
