@@ -194,6 +194,31 @@ def test_restart_on_failure(engine):
     assert info["RestartCount"] == 2 and info["State"]["Status"] == "exited" and info["State"]["ExitCode"] == 2
 
 
+def test_stop_at_any_moment_of_a_restart_loop_stops_it(engine):
+    """A stop that meets an exit (whose restart is being decided) ends the loop all the same:
+    stops at every moment of the exit, backoff and restart of a container that exits at once."""
+    from sampan.engine.errors import NotModified
+    cid = engine.create({"Image": "busybox", "Cmd": ["sh", "-c", "exit 1"],
+                         "HostConfig": {"RestartPolicy": {"Name": "always"}, "NetworkMode": "none"}})
+    emit = engine._emit
+
+    def slow_die(rec, action, **extra):  # widens the moment between an exit and its restart
+        if action == "die":
+            time.sleep(0.05)
+        emit(rec, action, **extra)
+    engine._emit = slow_die
+    for n in range(12):
+        engine.start(cid)
+        time.sleep(n * 0.013)  # 0 to 150 ms: the run, its exit, the first backoff, the restart
+        try:
+            engine.stop(cid, timeout=1)
+        except NotModified:
+            pass  # it had exited and not restarted yet
+        time.sleep(0.1)  # (an exit being handled meanwhile is done by then)
+        state = engine.inspect(cid)["State"]
+        assert state["Status"] == "exited" and not engine.restarter.pending(cid), (n, state)
+
+
 def test_auto_remove_and_events(engine):
     seen = []
     import threading

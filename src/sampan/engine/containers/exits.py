@@ -184,6 +184,13 @@ class ExitsMixin(EngineBase):
             st = self._set_status(cid, Status.EXITED, Pid=0, ExitCode=code, OOMKilled=oom,
                                   FinishedAt=finished, Paused=False)
             rec["state"] = st
+            # Decided under the lock a stop takes to set ManuallyStopped: a stop either comes
+            # first (no restart) or finds the restart scheduled (and cancels it).
+            policy = rec["host_config"].get("RestartPolicy") or {}
+            if not auto_remove and cid not in self._removing and not self._closed and \
+                    _restart.should_restart(policy, st, code):
+                self._set_status(cid, Status.RESTARTING)
+                self.restarter.schedule(cid, max(0.0, parse_rfc3339(finished) - parse_rfc3339(st.get("StartedAt"))))
             self._notify()
         if oom:
             self._emit(rec, "oom")
@@ -204,9 +211,3 @@ class ExitsMixin(EngineBase):
                 timer.daemon = True
                 timer.start()
             return
-        policy = rec["host_config"].get("RestartPolicy") or {}
-        if cid not in self._removing and not self._closed and _restart.should_restart(policy, st, code):
-            ran = max(0.0, parse_rfc3339(finished) - parse_rfc3339(st.get("StartedAt")))
-            self._set_status(cid, Status.RESTARTING)
-            self._notify()
-            self.restarter.schedule(cid, ran)

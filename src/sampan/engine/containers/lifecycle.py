@@ -182,11 +182,13 @@ class LifecycleMixin(EngineBase):
     def stop(self, ref: str, timeout: int | None = None, signal: str | int | None = None) -> None:
         rec = self._get(ref)
         cid = rec["id"]
-        self.store.update_state(cid, ManuallyStopped=True)
-        if self.restarter.cancel(cid) or self._status(rec) is Status.RESTARTING:
-            self._set_status(cid, Status.EXITED)
-            self._notify()
-            return
+        with self._lock(cid):  # (the lock an exit's restart decision is made under)
+            self.store.update_state(cid, ManuallyStopped=True)
+            rec = self._get(cid)
+            if self.restarter.cancel(cid) or self._status(rec) is Status.RESTARTING:
+                self._set_status(cid, Status.EXITED)
+                self._notify()
+                return
         require("stop", self._status(rec), ref, cid, rec["name"])
         sig = _spec.parse_signal(signal if signal is not None else rec["config"].get("StopSignal"))
         if timeout is None or timeout == "":
@@ -430,11 +432,12 @@ class LifecycleMixin(EngineBase):
                     return {"StatusCode": int(st.get("ExitCode") or 0), "Error": None}
                 st = cur["state"]
                 status = status_of(st)
-                if condition == "not-running" and status in STOPPED:
+                exited_since = status in _AFTER_EXIT and st.get("FinishedAt", ZERO_TIME) != ZERO_TIME and \
+                    parse_rfc3339(st["FinishedAt"]) >= parse_rfc3339(started)
+                # (an exit that a restart follows ends a not-running wait too, as dockerd's)
+                if condition == "not-running" and (status in STOPPED or exited_since):
                     break
-                if condition == "next-exit" and status in _AFTER_EXIT and \
-                        st.get("FinishedAt", ZERO_TIME) != ZERO_TIME and \
-                        parse_rfc3339(st["FinishedAt"]) >= parse_rfc3339(started):
+                if condition == "next-exit" and exited_since:
                     break
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
