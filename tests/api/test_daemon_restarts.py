@@ -95,6 +95,16 @@ def test_restart_policies_across_a_daemon_sigkill(sampand):
     assert _until(lambda: _state(sampand, "always")["Running"], 10, "always to start with the daemon")
 
 
+def test_docker_wait_ends_at_an_exit_a_restart_follows(sampand):
+    """As dockerd: `docker wait` (not-running) answers the first exit of a container that
+    restarts (always), not the stop that may never come."""
+    d = sampand.docker
+    cid = _ok(d("run", "-d", "--restart", "always", "busybox", "sh", "-c", "sleep 1; exit 3")).strip()
+    r = d("wait", cid, timeout=10)
+    assert r.returncode == 0 and r.stdout == b"3\n", r
+    _ok(d("rm", "-f", cid))
+
+
 def test_ps_shows_restarting_during_backoff(sampand):
     d = sampand.docker
     cid = _ok(d("run", "-d", "--restart", "always", "busybox", "sh", "-c", "exit 1")).strip()
