@@ -261,6 +261,17 @@ def test_port_conflicts_leave_nothing(lab):
                                            r"address already in use$"):
             fw.publish("c2", "172.30.0.3", "sbr0", [PortMapping("", 8095, 80)])
         assert ruleset() == before
+    # a bound UDP socket and an IPv6 listener on [::] (which takes IPv4 too) hold their ports
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.create_server(
+            ("::", 8096), family=socket.AF_INET6, dualstack_ipv6=True):
+        udp.bind(("127.0.0.1", 5300))
+        with pytest.raises(PortInUse, match="for 0.0.0.0:5300:172.30.0.3:53/udp"):
+            fw.publish("c2", "172.30.0.3", "sbr0", [PortMapping("", 5290, 43, "udp", 5310, 63)])
+        with pytest.raises(PortInUse, match="127.0.0.1:8096:172.30.0.3:80/tcp"):
+            fw.publish("c2", "172.30.0.3", "sbr0", [PortMapping("127.0.0.1", 8096, 80)])
+        fw.publish("c9", "172.30.0.3", "sbr0", [PortMapping(HOST_ADDR, 5300, 53, "udp")])  # another address
+        fw.unpublish("c9")
+        assert ruleset() == before
     # a host range for one container port takes the first free one; port 0 an ephemeral one
     picked = fw.publish("c2", "172.30.0.3", "sbr0", [PortMapping("", 8079, 80, host_port_end=8085),
                                                       PortMapping("", 0, 80)])

@@ -23,7 +23,7 @@ from ... import errors
 from ..api import NetworkError, PortMapping
 from . import forward, rules
 from .nftables import Nftables, NftablesError
-from .ports import Binding, allocated, first_conflict, in_use, listened_port, resolve
+from .ports import Binding, Listeners, allocated, first_conflict, in_use, resolve
 
 
 @dataclass(frozen=True)
@@ -140,9 +140,10 @@ class NftFirewall:
                 return []
             own = self._published.get(container_id, [])
             held = [b for bindings in self._published.values() for b in bindings]
+            listeners = Listeners()
 
             def free(b: Binding) -> bool:
-                return first_conflict(b, held) is None and listened_port(b) is None
+                return first_conflict(b, held) is None and listeners.first(b) is None
 
             wanted = resolve(container_ip, ports, free)
             new: list[Binding] = []
@@ -152,7 +153,7 @@ class NftFirewall:
                 port = first_conflict(b, held + new)
                 if port is not None:
                     raise allocated(b, port)
-                port = listened_port(b)
+                port = listeners.first(b)
                 if port is not None:
                     raise in_use(b, port)
                 new.append(b)

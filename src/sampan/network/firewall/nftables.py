@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import re
 from typing import Any
 
 from ..api import NetworkError
@@ -77,7 +78,9 @@ class Nftables:
         out = self._lib.nft_ctx_get_output_buffer(self._ctx) or b""
         err = self._lib.nft_ctx_get_error_buffer(self._ctx) or b""
         if rc != 0:
-            lines = [line.strip() for line in err.decode(errors="replace").splitlines() if line.strip()]
+            # "internal:0:0-0: Error: Could not process rule: ..." -> "Could not process rule: ..."
+            lines = [re.sub(r"^internal:[\d:-]+: Error: ", "", line.strip())
+                     for line in err.decode(errors="replace").splitlines() if line.strip()]
             raise NftablesError(f"nftables: {lines[0] if lines else 'command failed'}")
         if not out.strip():
             return []

@@ -15,6 +15,7 @@ from .rules import PROTOS
 
 _PORT_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
 _SCTP = getattr(socket, "IPPROTO_SCTP", 132)
+_BIND_AT_MOST = 64  # ports of one binding tried by binding them, above which /proc is read
 
 
 class PortAllocated(errors.Conflict):
@@ -123,10 +124,66 @@ def allocated(wanted: Binding, port: int) -> PortAllocated:
     return PortAllocated(f"Bind for {wanted.shown(port)} failed: port is already allocated")
 
 
-def listened_port(b: Binding) -> int | None:
-    """The first host port of ``b`` that a socket on this host already holds (a server
-    listening, a bound UDP socket), or None. Binding here without keeping the socket is the
-    check: the kernel forwards published traffic, no socket of ours holds the port after."""
+class Listeners:
+    """The host ports that sockets of this network namespace hold. A few ports are tried by
+    binding each (and letting go: about 20 us a port); for more, /proc's socket tables are
+    read once (a few ms, as they list every socket of the host): TCP listeners and bound UDP
+    sockets, IPv4 and IPv6 (a socket on [::] holds the IPv4 port too)."""
+
+    _FILES = {"tcp": ("tcp", "tcp6"), "udp": ("udp", "udp6")}
+    _LISTEN = "0A"
+
+    def __init__(self) -> None:
+        self._held: dict[str, dict[int, set[str]]] = {}
+
+    def _table(self, proto: str) -> dict[int, set[str]]:
+        """port -> the IPv4 addresses holding it ("" = every address) for ``proto``."""
+        if proto not in self._held:
+            held: dict[int, set[str]] = {}
+            for name in self._FILES[proto]:
+                try:
+                    with open(f"/proc/thread-self/net/{name}") as f:
+                        lines = f.read().splitlines()[1:]
+                except FileNotFoundError:
+                    continue  # no IPv6 in this kernel
+                for line in lines:
+                    fields = line.split()
+                    if proto == "tcp" and fields[3] != self._LISTEN:
+                        continue
+                    address, _, port = fields[1].partition(":")
+                    ip = _proc_address(address)
+                    if ip is not None:
+                        held.setdefault(int(port, 16), set()).add(ip)
+            self._held[proto] = held
+        return self._held[proto]
+
+    def first(self, b: Binding) -> int | None:
+        """The first host port of ``b`` a socket on this host holds, or None."""
+        if b.proto == "sctp" or b.host_high - b.host_low < _BIND_AT_MOST:
+            return _first_bound(b)
+        held = self._table(b.proto)
+        taken = [port for port, addresses in held.items() if b.host_low <= port <= b.host_high
+                 and (not b.host_ip or "" in addresses or b.host_ip in addresses)]
+        return min(taken) if taken else None
+
+
+def _proc_address(hex_address: str) -> str | None:
+    """An address of /proc/net/{tcp,udp}[6] as an IPv4 address, "" for any, None for an
+    IPv6 address that holds no IPv4 port."""
+    raw = bytes.fromhex(hex_address)
+    # the kernel prints each 32-bit word in host order (little-endian here)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    if words == bytes(len(words)):
+        return ""
+    if len(words) == 4:
+        return socket.inet_ntoa(words)
+    if words[:12] == bytes(10) + b"\xff\xff":
+        return socket.inet_ntoa(words[12:])
+    return None
+
+
+def _first_bound(b: Binding) -> int | None:
+    """The first port of ``b`` that binding a socket to (and letting go) finds taken."""
     kind, proto = {"tcp": (socket.SOCK_STREAM, 0), "udp": (socket.SOCK_DGRAM, 0),
                    "sctp": (socket.SOCK_STREAM, _SCTP)}[b.proto]
     for port in range(b.host_low, b.host_high + 1):
@@ -146,7 +203,8 @@ def listened_port(b: Binding) -> int | None:
                 if e.errno == errno.EADDRINUSE:
                     return port
                 if e.errno == errno.EADDRNOTAVAIL:
-                    raise errors.Invalid(f"host IP address {b.host_ip} for a published port is not an address of this host") from None
+                    raise errors.Invalid(f"host IP address {b.host_ip} of a published port is not "
+                                         f"an address of this host") from None
                 raise
     return None
 
