@@ -245,6 +245,18 @@ def test_invalid_input(engine):
         engine.create({"Image": "busybox", "HostConfig": {"CapAdd": ["BOGUS"]}})
     with pytest.raises(InvalidParameter):
         engine.create({"Image": "busybox", "HostConfig": {"RestartPolicy": {"Name": "always"}, "AutoRemove": True}})
+    # an integer field of another JSON type: dockerd's decoding error (400), not an int() failing (500)
+    for body, message in [
+            ({"HostConfig": {"Memory": "1g"}}, "cannot unmarshal string into Go struct field "
+                                               "HostConfig.HostConfig.Memory of type int64"),
+            ({"HostConfig": {"CpuShares": True}}, "cannot unmarshal bool into Go struct field "
+                                                  "HostConfig.HostConfig.CpuShares of type int64"),
+            ({"StopTimeout": 1.5}, "cannot unmarshal number 1.5 into Go struct field "
+                                   "ContainerConfigWrapper.StopTimeout of type int"),
+            ({"HostConfig": {"Ulimits": [{"Name": "nofile", "Soft": "a", "Hard": 1}]}},
+             "cannot unmarshal string into Go struct field Ulimit.HostConfig.Ulimits.Soft of type int64")]:
+        with pytest.raises(InvalidParameter, match=message):
+            engine.create({"Image": "busybox", **body})
     assert engine.store.all() == []
     assert not os.listdir(engine.containers_dir)
 

@@ -18,6 +18,7 @@ from .. import names as _names
 from .. import network as _network
 from .. import restart as _restart
 from .. import spec as _spec
+from ..bodytypes import check_create_body
 from ..errors import Conflict, EngineError, InvalidParameter, NotFound
 from ..mounts import parse_mounts
 from ..store import NameTaken
@@ -58,6 +59,7 @@ class CreateMixin(EngineBase):
     def create(self, body: dict, name: str | None = None) -> str:
         self._warm()
         body = dict(body or {})
+        check_create_body(body)
         hc = dict(body.get("HostConfig") or {})
         if name:
             if not _names.valid(name):
