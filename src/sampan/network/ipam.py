@@ -14,6 +14,7 @@ released address is not reused at once (neighbours' ARP caches still point at th
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import sqlite3
 import threading
@@ -206,7 +207,7 @@ class Ipam:
         first, last = int(pool.network_address), int(pool.broadcast_address)
         after = c.execute("SELECT last_address FROM networks WHERE id = ?", (network_id,)).fetchone()[0]
         start = after + 1 if first <= after < last else first
-        for candidate in (*range(start, last + 1), *range(first, start)):
+        for candidate in itertools.chain(range(start, last + 1), range(first, start)):
             if candidate not in taken:
                 return candidate
         raise PoolExhausted(f"no available IPv4 addresses on this network's address pools: {pool}")

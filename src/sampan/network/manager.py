@@ -12,7 +12,6 @@ steps before it, in reverse.
 """
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import re
@@ -38,10 +37,11 @@ class NetworkNotFound(NotFound):
     pass
 
 
-def host_ifname(container_id: str, network_id: str) -> str:
-    """The veth's host side: a name derived from the endpoint, so a crash that leaves the link
-    but loses the record is still recognisable (Docker's are random: veth + 7 hex)."""
-    return "veth" + hashlib.sha256(f"{container_id}/{network_id}".encode()).hexdigest()[:IFNAMSIZ - 4]
+def host_ifname() -> str:
+    """A veth's host side: "veth" and 7 random hex digits, as Docker names them. Random, not
+    derived from the endpoint: a pair whose namespace was just removed may still be on its
+    way out of the kernel when the same container connects again."""
+    return "veth" + secrets.token_hex(4)[:7]
 
 
 class Manager:
@@ -65,6 +65,12 @@ class Manager:
         return path
 
     def remove_sandbox(self, container_id: str) -> None:
+        """The container's endpoints released (ports, addresses, records) and its namespace
+        removed. Its veth pairs are not deleted one by one: the kernel removes them with the
+        namespace, in the background (deleting a link waits for RCU grace periods: ~15 ms
+        here, the largest part of a teardown otherwise)."""
+        for ep in self.ipam.endpoints(container_id=container_id):
+            self._teardown(ep, delete_link=False)
         netns.remove(self.sandbox_path(container_id))
 
     # ---------------------------------------------------------------- networks
@@ -149,21 +155,26 @@ class Manager:
     def connect(self, container_id: str, netns_path: str, network: str, *, ip: str = "", mac: str = "",
                 aliases: Iterable[str] = (), ports: Iterable[PortMapping] = ()) -> Endpoint:
         """Attach the container's namespace to a network: an address (``ip`` checked and taken
-        if given), a veth pair (``mac``, or Docker's 02:42:<ip>), a default route (not on
-        internal networks), and ``ports`` published. All or nothing."""
+        if given), a veth pair (``mac``, or Docker's 02:42:<ip>), the default route (on the
+        container's first network that is not internal), and ``ports`` published. All or
+        nothing."""
         net = self.get(network)
         if mac and not _MAC.match(mac):
             raise InvalidNetworkConfig(f"invalid MAC address {mac}")
-        taken = {e.ifname for e in self.ipam.endpoints(container_id=container_id)}
+        existing = self.ipam.endpoints(container_id=container_id)
+        taken = {e.ifname for e in existing}
         ifname = next(f"eth{n}" for n in range(len(taken) + 1) if f"eth{n}" not in taken)
+        # the default route goes via the first network with a way out, as Docker's gateway endpoint
+        internal = {n.id for n in self.ipam.networks() if n.internal}
+        routed = not net.internal and all(e.network_id in internal for e in existing)
         ep = self.ipam.allocate(net, Endpoint(
             container_id=container_id, network_id=net.id, netns=netns_path, ifname=ifname,
-            host_ifname=host_ifname(container_id, net.id), ip=ip, prefixlen=net.prefixlen, gateway=net.gateway,
+            host_ifname=host_ifname(), ip=ip, prefixlen=net.prefixlen, gateway=net.gateway,
             mac=mac, aliases=tuple(aliases), ports=tuple(ports)))
         try:
             self.driver.attach(netns_path=netns_path, bridge=net.bridge, host_ifname=ep.host_ifname,
                                ifname=ep.ifname, ip=ep.ip, prefixlen=ep.prefixlen,
-                               gateway="" if net.internal else net.gateway, mac=ep.mac)
+                               gateway=net.gateway if routed else "", mac=ep.mac)
             try:
                 if ep.ports:
                     self.firewall.publish(container_id, ep.ip, net.bridge, list(ep.ports))
@@ -183,10 +194,11 @@ class Manager:
             raise NotFound(f"container {container_id[:12]} is not connected to network {net.name}")
         self._teardown(found[0])
 
-    def _teardown(self, ep: Endpoint) -> None:
+    def _teardown(self, ep: Endpoint, delete_link: bool = True) -> None:
         if ep.ports:
             self.firewall.unpublish(ep.container_id)
-        self.driver.detach(ep.host_ifname)
+        if delete_link:
+            self.driver.detach(ep.host_ifname)
         self.ipam.release(ep.network_id, ep.container_id)
 
     # ----------------------------------------------------------------- restore
