@@ -58,9 +58,14 @@ def ip(*argv: str, netns_path: str | None = None) -> str:
 
 
 def net_state(netns_path: str | None = None) -> tuple[str, str, str]:
-    """Links, addresses and routes of a namespace, without counters that tick by themselves."""
-    links = "\n".join(sorted(line.split()[0] for line in ip("-br", "link", netns_path=netns_path).splitlines()))
-    return links, ip("-br", "addr", netns_path=netns_path), ip("route", "show", "table", "all", netns_path=netns_path)
+    """Links, IPv4 addresses and IPv4 routes of a namespace, without what changes by itself a
+    moment after a link is up: IPv6 link-local addresses, carrier (a bridge's comes when a
+    port starts forwarding: the state column, a route's "linkdown")."""
+    links = sorted(line.split()[0] for line in ip("-br", "link", netns_path=netns_path).splitlines())
+    addrs = sorted(" ".join(w for i, w in enumerate(line.split()) if i != 1)
+                   for line in ip("-4", "-br", "addr", netns_path=netns_path).splitlines())
+    routes = ip("route", "show", "table", "all", netns_path=netns_path).replace(" linkdown", "")
+    return "\n".join(links), "\n".join(addrs), routes
 
 
 def sandboxes(m: Manager) -> list[str]:

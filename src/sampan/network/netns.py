@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import threading
 from typing import Callable, TypeVar
 
 from ..linux.mount import MNT_DETACH, MS_BIND, mount, umount
 from ..linux.namespaces import CLONE_NEWNET, setns, unshare
+from . import netlink
 from .api import NetworkError
 
 T = TypeVar("T")
@@ -42,9 +44,8 @@ def _in_thread(name: str, fn: Callable[[], T]) -> T:
 
 
 def _set_lo_up() -> None:
-    from pyroute2 import IPRoute  # imported by the warm daemon once; only on this path
-    with IPRoute() as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    with netlink.Socket() as nl:
+        nl.set_up(socket.if_nametoindex("lo"), "lo")
 
 
 def create(path: str) -> None:
