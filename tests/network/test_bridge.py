@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import statistics
 import subprocess
+import threading
 import time
 
 import pytest
@@ -199,6 +200,35 @@ def test_restore_after_a_crash_and_a_reboot(manager, tmp_path):
     restarted.close()
     restarted.ipam.close()
     manager.driver = restarted.driver  # closed already: the fixture's close() is a no-op on it
+
+
+def test_concurrent_connects_get_their_own_addresses_and_links(manager):
+    manager.create_network("busy", subnet="10.69.0.0/24")
+    ids = [f"{n:064x}" for n in range(1, 9)]
+    paths = {cid: manager.create_sandbox(cid) for cid in ids}
+    endpoints: dict[str, Endpoint] = {}
+    failures: list[BaseException] = []
+
+    def join(cid: str) -> None:
+        try:
+            endpoints[cid] = manager.connect(cid, paths[cid], "busy")
+        except BaseException as e:  # noqa: BLE001 - reported below
+            failures.append(e)
+
+    threads = [threading.Thread(target=join, args=(cid,)) for cid in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+    assert len({e.ip for e in endpoints.values()}) == 8 and len({e.host_ifname for e in endpoints.values()}) == 8
+    for cid, ep in endpoints.items():
+        assert f"{ep.ip}/24" in ip("-4", "-br", "addr", "show", "eth0", netns_path=paths[cid])
+    first, last = endpoints[ids[0]], endpoints[ids[-1]]
+    assert _tcp_roundtrip(paths[ids[-1]], last.ip, paths[ids[0]]) == f"ping from {first.ip}".encode()
+    for cid in ids:
+        manager.remove_sandbox(cid)
+    manager.remove_network("busy")
 
 
 def _gone(ifname: str, within: float = 2.0) -> bool:
