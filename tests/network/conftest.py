@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from typing import Iterator
 
 import pytest
@@ -70,3 +71,14 @@ def net_state(netns_path: str | None = None) -> tuple[str, str, str]:
 
 def sandboxes(m: Manager) -> list[str]:
     return sorted(os.listdir(m.netns_dir)) if os.path.isdir(m.netns_dir) else []
+
+
+def link_gone(ifname: str, within: float = 2.0) -> bool:
+    """Whether a link leaves this thread's namespace within ``within`` s: the kernel removes a
+    namespace's veths in the background once the namespace is released, so a moment may pass."""
+    deadline = time.monotonic() + within
+    while ifname in ip("-br", "link"):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

@@ -17,7 +17,7 @@ from sampan.network.api import AddressInUse, Endpoint, InvalidNetworkConfig, Net
 from sampan.network.ipam import Ipam
 from sampan.network.manager import BRIDGE_NAME_OPTION, Manager, host_ifname
 
-from conftest import ip, net_state, sandboxes
+from conftest import ip, link_gone, net_state, sandboxes
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 
@@ -231,17 +231,6 @@ def test_concurrent_connects_get_their_own_addresses_and_links(manager):
     manager.remove_network("busy")
 
 
-def _gone(ifname: str, within: float = 2.0) -> bool:
-    """Whether a link leaves within ``within`` s: the kernel removes a namespace's veths in
-    the background once the namespace is released, so a moment may pass."""
-    deadline = time.monotonic() + within
-    while ifname in ip("-br", "link"):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def test_removing_the_sandbox_releases_its_endpoints(manager):
     manager.create_network("one", subnet="10.67.0.0/24")
     manager.create_network("two", subnet="10.68.0.0/24")
@@ -252,7 +241,7 @@ def test_removing_the_sandbox_releases_its_endpoints(manager):
     assert ip("route", netns_path=a).count("default") == 1  # via the first network only
     manager.remove_sandbox(A)
     assert manager.endpoints(A) == [] and sandboxes(manager) == []
-    assert _gone(first.host_ifname) and _gone(second.host_ifname)
+    assert link_gone(first.host_ifname) and link_gone(second.host_ifname)
     manager.remove_network("one")
     manager.remove_network("two")
 

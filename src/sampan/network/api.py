@@ -83,9 +83,11 @@ class Firewall(Protocol):
 
     def remove_network(self, name: str) -> None: ...
 
-    def publish(self, container_id: str, container_ip: str, bridge: str, ports: list[PortMapping]) -> None:
-        """DNAT each mapping to the container; a host port already taken raises errors.Conflict
-        with Docker's message and publishes nothing."""
+    def publish(self, container_id: str, container_ip: str, bridge: str,
+                ports: list[PortMapping]) -> list[PortMapping]:
+        """DNAT each mapping to the container and return the mappings as published (a host
+        port of 0 or a host range resolved; none on an internal network); a host port already
+        taken raises errors.Conflict with Docker's message and publishes nothing."""
 
     def unpublish(self, container_id: str) -> None: ...
 
@@ -103,8 +105,9 @@ class NoFirewall:
     def remove_network(self, name: str) -> None:
         return None
 
-    def publish(self, container_id: str, container_ip: str, bridge: str, ports: list[PortMapping]) -> None:
-        return None
+    def publish(self, container_id: str, container_ip: str, bridge: str,
+                ports: list[PortMapping]) -> list[PortMapping]:
+        return []
 
     def unpublish(self, container_id: str) -> None:
         return None

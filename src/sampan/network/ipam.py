@@ -212,6 +212,13 @@ class Ipam:
                 return candidate
         raise PoolExhausted(f"no available IPv4 addresses on this network's address pools: {pool}")
 
+    def update_endpoint(self, endpoint: Endpoint) -> Endpoint:
+        """Record what changed in an endpoint after its address (the ports as published)."""
+        with self.lock, statedb.transaction(self.conn) as c:
+            c.execute("UPDATE network_endpoints SET record = ? WHERE container_id = ? AND network_id = ?",
+                      (json.dumps(asdict(endpoint)), endpoint.container_id, endpoint.network_id))
+        return endpoint
+
     def release(self, network_id: str, container_id: str) -> None:
         """Free the container's address on the network and forget its endpoint (a no-op when gone)."""
         with self.lock, statedb.transaction(self.conn) as c:

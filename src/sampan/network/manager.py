@@ -18,6 +18,7 @@ import re
 import secrets
 import threading
 import time
+from dataclasses import replace
 from typing import Iterable
 
 from . import netns
@@ -120,14 +121,14 @@ class Manager:
         return net
 
     def _make(self, net: Network) -> None:
-        """The bridge and its firewall: completed if they exist, undone if they fail."""
+        """The bridge and its firewall: completed if they exist; a bridge this call made is
+        removed again if the firewall fails (which undoes its own part)."""
         self.driver.enable_forwarding()
         made = not self.driver.link_exists(net.bridge)
         self.driver.ensure_bridge(net.bridge, net.gateway, net.prefixlen)
         try:
             self.firewall.ensure_network(net.name, net.bridge, net.subnet, net.internal)
         except BaseException:
-            self.firewall.remove_network(net.name)
             if made:
                 self.driver.remove_bridge(net.bridge)
             raise
@@ -156,8 +157,8 @@ class Manager:
                 aliases: Iterable[str] = (), ports: Iterable[PortMapping] = ()) -> Endpoint:
         """Attach the container's namespace to a network: an address (``ip`` checked and taken
         if given), a veth pair (``mac``, or Docker's 02:42:<ip>), the default route (on the
-        container's first network that is not internal), and ``ports`` published. All or
-        nothing."""
+        container's first network that is not internal), and ``ports`` published (the
+        endpoint records them as the firewall resolved them). All or nothing."""
         net = self.get(network)
         if mac and not _MAC.match(mac):
             raise InvalidNetworkConfig(f"invalid MAC address {mac}")
@@ -177,7 +178,12 @@ class Manager:
                                gateway=net.gateway if routed else "", mac=ep.mac)
             try:
                 if ep.ports:
-                    self.firewall.publish(container_id, ep.ip, net.bridge, list(ep.ports))
+                    published = self.firewall.publish(container_id, ep.ip, net.bridge, list(ep.ports))
+                    try:
+                        ep = self.ipam.update_endpoint(replace(ep, ports=tuple(published)))
+                    except BaseException:
+                        self.firewall.unpublish(container_id)
+                        raise
             except BaseException:
                 self.driver.detach(ep.host_ifname)
                 raise
