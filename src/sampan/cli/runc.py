@@ -377,6 +377,11 @@ def main(argv: list[str] | None = None, on_cgroup_joined: Callable[[], None] | N
 
 def entry() -> None:
     """Process entry point: skips interpreter teardown (milliseconds per container)."""
+    # A command lives for milliseconds and makes no cyclic garbage worth collecting (nor do
+    # the foreground waits of run and exec); the collector's passes over the objects of the
+    # modules it loads cost CPU, and after a fork each pass copies the pages it touches.
+    import gc
+    gc.disable()
     warmer = None
     if any(word in ("create", "run", "exec") for word in sys.argv[1:]):
         # First thing, so the kernel's grace period runs while the modules load.

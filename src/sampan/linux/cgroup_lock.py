@@ -42,24 +42,37 @@ class MigrationLockWarmer:
     def __init__(self, give_up_after: float = _GIVE_UP_AFTER) -> None:
         self._stopped = False
         self._give_up_after = give_up_after
+        # Returns once the thread is about to make its first write. Without waiting, the new
+        # thread only gets the GIL when the interpreter forces a switch (5 ms later) or the
+        # main thread blocks, which a start path loading modules hardly does: the grace
+        # period would start milliseconds late and end after the cgroups are wanted.
+        self._writing = _thread.allocate_lock()
+        self._writing.acquire()
         _thread.start_new_thread(self._run, ())
+        self._writing.acquire()
 
     def stop(self) -> None:
         self._stopped = True
 
     def _run(self) -> None:
+        fd = -1
         try:
             path = _own_procs_file()
-            if path is None:
-                return
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-            pid = str(os.getpid()).encode()
-            deadline = time.monotonic() + self._give_up_after
-            try:
-                while not self._stopped and time.monotonic() < deadline:
-                    os.write(fd, pid)
-                    time.sleep(_RENEW_EVERY)
-            finally:
-                os.close(fd)
+            if path is not None:
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         except (OSError, ValueError):
             pass  # only an optimisation
+        finally:
+            self._writing.release()
+        if fd < 0:
+            return
+        pid = str(os.getpid()).encode()
+        deadline = time.monotonic() + self._give_up_after
+        try:
+            while not self._stopped and time.monotonic() < deadline:
+                os.write(fd, pid)
+                time.sleep(_RENEW_EVERY)
+        except OSError:
+            pass  # only an optimisation
+        finally:
+            os.close(fd)

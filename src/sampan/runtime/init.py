@@ -211,12 +211,15 @@ def _setup_terminal(opts: InitOptions, console_mount: bool) -> None:
 
 def _reset_signals() -> None:
     """Python ignores SIGPIPE and SIGXFSZ, and our caller may ignore or block more; execve
-    keeps ignored dispositions and the mask, so the container would inherit them."""
+    keeps ignored dispositions and the mask, so the container would inherit them. Only what
+    is not at SIG_DFL is reset: the signal module records every disposition at start-up and
+    each change made through it, and nothing in the runtime changes one another way."""
     for number in range(1, _signal.NSIG):
         if number in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
         try:
-            _signal.signal(number, _signal.SIG_DFL)
+            if _signal.getsignal(number) != _signal.SIG_DFL:
+                _signal.signal(number, _signal.SIG_DFL)
         except (OSError, ValueError):
             pass  # numbers without a signal behind them
     _signal.pthread_sigmask(_signal.SIG_SETMASK, [])

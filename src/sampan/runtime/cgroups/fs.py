@@ -87,6 +87,14 @@ def make_dirs(path: str, created: list[str]) -> None:
 
 def remove_tree(path: str) -> None:
     """rmdir a cgroup and its descendants, deepest first; a missing cgroup is fine."""
+    try:
+        os.rmdir(path)  # the usual case, a cgroup without children: no listing of its files
+        return
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):  # children or tasks: below
+            raise OSError(e.errno, f"cgroup: rmdir: {os.strerror(e.errno)}", path) from None
     for dirpath, _dirs, _files in os.walk(path, topdown=False):
         _rmdir_retrying(dirpath)
 
