@@ -65,7 +65,7 @@ def net_state(netns_path: str | None = None) -> tuple[str, str, str]:
     links = sorted(line.split()[0] for line in ip("-br", "link", netns_path=netns_path).splitlines())
     addrs = sorted(" ".join(w for i, w in enumerate(line.split()) if i != 1)
                    for line in ip("-4", "-br", "addr", netns_path=netns_path).splitlines())
-    routes = ip("route", "show", "table", "all", netns_path=netns_path).replace(" linkdown", "")
+    routes = ip("-4", "route", "show", "table", "all", netns_path=netns_path).replace(" linkdown", "")
     return "\n".join(links), "\n".join(addrs), routes
 
 

@@ -218,7 +218,8 @@ class Manager:
                 self._make(net)
         for ep in self.ipam.endpoints():
             if ep.container_id not in live:
-                self._teardown(ep)
+                # a veth in a namespace of ours goes with it (below), without a link deletion each
+                self._teardown(ep, delete_link=os.path.dirname(ep.netns) != self.netns_dir)
         if os.path.isdir(self.netns_dir):
             for name in os.listdir(self.netns_dir):
                 if name not in live:
