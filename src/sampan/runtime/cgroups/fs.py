@@ -44,6 +44,13 @@ def write(dirpath: str, name: str, value: str) -> None:
         raise OSError(e.errno, f"cgroup: write {name}={value}: {os.strerror(e.errno)}", path) from None
 
 
+def missing_file(dirpath: str, name: str, value: str, controller: str) -> OSError:
+    """The error for a write to a file the cgroup's controller does not offer on this host (a
+    hugepage size it lacks, blkio.weight without a weight-based I/O scheduler)."""
+    return OSError(errno.ENOENT, f"cgroup: cannot set {name}={value}: the {controller} controller has no {name} here",
+                   os.path.join(dirpath, name))
+
+
 def write_all(plan: Plan, locate: Callable[[str, str], str]) -> None:
     """Carry out a plan; `locate(name, value)` gives the directory each file lives in."""
     for name, value in plan:

@@ -42,7 +42,10 @@ class V1Manager(Manager):
                 # Never dropped: a limit asked for and not applied is a container less confined.
                 raise ValueError(f"cgroup: cannot set {name}={value}: the {controller} controller is not mounted "
                                  f"on this host")
-            fs.write(self._paths[controller], name, value)
+            try:
+                fs.write(self._paths[controller], name, value)
+            except FileNotFoundError:
+                raise fs.missing_file(self._paths[controller], name, value, controller) from None
 
     def _dir_of(self, name: str) -> str:
         controller = controller_of(name)

@@ -67,9 +67,7 @@ class V2Manager(Manager):
             except FileNotFoundError:
                 controller = controller_of(name)
                 if controller == "cgroup" or controller in self.controllers():
-                    # The controller is there but not this file: a hugepage size the host lacks.
-                    raise OSError(errno.ENOENT, f"cgroup: cannot set {name}={value}: the {controller} controller "
-                                  f"has no {name} here", os.path.join(self._path, name)) from None
+                    raise fs.missing_file(self._path, name, value, controller) from None
                 raise OSError(
                     errno.ENOENT,
                     f"cgroup: write {name}={value}: the {controller} controller is not enabled here "
