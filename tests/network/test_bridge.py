@@ -15,7 +15,7 @@ from sampan.errors import Conflict
 from sampan.network import netns
 from sampan.network.api import AddressInUse, Endpoint, InvalidNetworkConfig, NetworkError, NoFirewall, PortMapping
 from sampan.network.ipam import Ipam
-from sampan.network.manager import BRIDGE_NAME_OPTION, Manager, host_ifname
+from sampan.network.manager import BRIDGE_NAME_OPTION, MTU_OPTION, Manager, host_ifname
 
 from conftest import ip, link_gone, net_state, sandboxes
 
@@ -44,6 +44,7 @@ def test_two_endpoints_on_one_bridge_talk(manager):
     assert ea.mac == "02:42:0a:3c:00:02"
     inside = ip("addr", "show", "eth0", netns_path=a)
     assert "inet 10.60.0.2/24" in inside and "link/ether 02:42:0a:3c:00:02" in inside
+    assert "inet6" not in inside  # IPv6 off on an IPv4 network's interface, as Docker
     assert "default via 10.60.0.1 dev eth0" in ip("route", netns_path=a)
     assert f"master {net.bridge}" in ip("link", "show", ea.host_ifname)
     assert _tcp_roundtrip(b, eb.ip, a) == b"ping from 10.60.0.2"
@@ -69,12 +70,15 @@ def manager_host_ns(manager: Manager) -> str:
 
 
 def test_internal_network_fixed_ip_and_mac(manager):
+    with pytest.raises(InvalidNetworkConfig, match="MTU"):
+        manager.create_network("inner", options={MTU_OPTION: "9"})
     manager.create_network("inner", subnet="10.61.0.0/16", gateway="10.61.255.254", ip_range="10.61.7.0/24",
-                           internal=True)
+                           internal=True, options={MTU_OPTION: "1400"})
     a = manager.create_sandbox(A)
     ep = manager.connect(A, a, "inner", ip="10.61.0.10", mac="02:00:00:00:00:aa", aliases=["web"])
     assert (ep.ip, ep.mac, ep.gateway, ep.aliases) == ("10.61.0.10", "02:00:00:00:00:aa", "10.61.255.254", ("web",))
     assert "default" not in ip("route", netns_path=a)  # internal: no way out
+    assert "mtu 1400" in ip("link", "show", "eth0", netns_path=a) and "mtu 1400" in ip("link", "show", ep.host_ifname)
     assert "10.61.255.254/16" in ip("-br", "addr")     # the bridge still has the gateway address
     b = manager.create_sandbox(B)
     assert manager.connect(B, b, "inner").ip == "10.61.7.0"  # the range's first address

@@ -113,10 +113,11 @@ class BridgeDriver:
 
     # --------------------------------------------------------------- endpoints
     def attach(self, *, netns_path: str, bridge: str, host_ifname: str, ifname: str, ip: str,
-               prefixlen: int, gateway: str, mac: str) -> None:
+               prefixlen: int, gateway: str, mac: str, mtu: int = 0) -> None:
         """A veth pair: ``host_ifname`` on the bridge (up, hairpin), its peer made directly in
-        the namespace as ``ifname`` with ``mac``, ``ip``/``prefixlen``, up, and a default route
-        via ``gateway`` (none when ``gateway`` is ""). Through netlink.Socket: the run path."""
+        the namespace as ``ifname`` with ``mac``, ``ip``/``prefixlen``, IPv6 off (an IPv4
+        network, as Docker), up, and a default route via ``gateway`` (none when ``gateway``
+        is ""); both ends with ``mtu`` (0: the kernel's)."""
         if len(host_ifname) > IFNAMSIZ or len(ifname) > IFNAMSIZ:
             raise NetworkError(f"link name {host_ifname if len(host_ifname) > IFNAMSIZ else ifname} is longer "
                                f"than {IFNAMSIZ} characters")
@@ -125,7 +126,8 @@ class BridgeDriver:
             raise NetworkError(f"bridge {bridge} does not exist")
         fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _kernel(lambda: self.nl.add_veth(host_ifname, ifname, peer_netns_fd=fd, peer_mac=mac, master=master))
+            _kernel(lambda: self.nl.add_veth(host_ifname, ifname, peer_netns_fd=fd, peer_mac=mac, master=master,
+                                                 mtu=mtu))
         finally:
             os.close(fd)
         try:
@@ -156,8 +158,19 @@ def _configure_inside(ifname: str, ip: str, prefixlen: int, gateway: str) -> Non
     index = netlink.index_of(ifname)
     if index is None:
         raise NetworkError(f"{ifname} is missing in the container's network namespace")
+    _disable_ipv6(ifname)
     with netlink.Socket() as nl:
         _kernel(lambda: nl.add_address(index, ifname, ip, prefixlen))
         _kernel(lambda: nl.set_up(index, ifname))
         if gateway:
             _kernel(lambda: nl.add_default_route(index, gateway))
+
+
+def _disable_ipv6(ifname: str) -> None:
+    """No IPv6 on an IPv4 network's interface (no link-local address, no DAD), as Docker 26+
+    does; before the link is up. A kernel without IPv6 has nothing to turn off."""
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w") as f:
+            f.write("1")
+    except FileNotFoundError:
+        pass

@@ -30,12 +30,23 @@ from ..errors import Conflict, NotFound
 DEFAULT_NETWORK = "bridge"      # Docker's name for the default network
 DEFAULT_BRIDGE = "sampan0"      # its host link (docker0 is dockerd's)
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+MTU_OPTION = "com.docker.network.driver.mtu"
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _MAC = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
 
 
 class NetworkNotFound(NotFound):
     pass
+
+
+def _mtu(options: dict[str, str]) -> int:
+    """The network's MTU option (0: not set, the kernel's 1500)."""
+    text = options.get(MTU_OPTION, "")
+    if not text:
+        return 0
+    if not text.isdigit() or not 68 <= int(text) <= 65535:
+        raise InvalidNetworkConfig(f"invalid MTU {text}: it must be a number from 68 to 65535")
+    return int(text)
 
 
 def host_ifname() -> str:
@@ -102,6 +113,7 @@ class Manager:
         bridge = options.get(BRIDGE_NAME_OPTION) or (DEFAULT_BRIDGE if name == DEFAULT_NETWORK else f"br-{network_id[:12]}")
         if len(bridge) > IFNAMSIZ or not _NAME.match(bridge):
             raise InvalidNetworkConfig(f"invalid bridge name {bridge}: at most {IFNAMSIZ} of [a-zA-Z0-9_.-]")
+        _mtu(options)  # checked now: connect uses it
         with self.lock:
             if subnet:
                 net_subnet = parse_subnet(subnet)
@@ -175,7 +187,7 @@ class Manager:
         try:
             self.driver.attach(netns_path=netns_path, bridge=net.bridge, host_ifname=ep.host_ifname,
                                ifname=ep.ifname, ip=ep.ip, prefixlen=ep.prefixlen,
-                               gateway=net.gateway if routed else "", mac=ep.mac)
+                               gateway=net.gateway if routed else "", mac=ep.mac, mtu=_mtu(net.options))
             try:
                 if ep.ports:
                     published = self.firewall.publish(container_id, ep.ip, net.bridge, list(ep.ports))

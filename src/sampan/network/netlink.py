@@ -20,7 +20,7 @@ NETLINK_ROUTE = 0
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 19, 20, 24
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_PROTINFO, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 10, 12, 18, 28
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_PROTINFO, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 10, 12, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFLA_BRPORT_MODE = 4  # hairpin
 IFA_ADDRESS, IFA_LOCAL = 1, 2
@@ -93,12 +93,14 @@ class Socket:
                     offset += (length + 3) & ~3
 
     # ------------------------------------------------------------ requests
-    def add_veth(self, ifname: str, peer: str, *, peer_netns_fd: int, peer_mac: str, master: int) -> None:
+    def add_veth(self, ifname: str, peer: str, *, peer_netns_fd: int, peer_mac: str, master: int,
+                 mtu: int = 0) -> None:
         """A veth pair: ``ifname`` here, up, on bridge ``master``; ``peer`` made directly in the
-        namespace ``peer_netns_fd`` with ``peer_mac``."""
+        namespace ``peer_netns_fd`` with ``peer_mac``; both with ``mtu`` (0: the kernel's)."""
+        mtu_attr = _attr(IFLA_MTU, struct.pack("=I", mtu)) if mtu else b""
         peer_info = _ifinfo() + _attr(IFLA_IFNAME, _name(peer)) + _attr(IFLA_ADDRESS, _mac(peer_mac)) \
-            + _attr(IFLA_NET_NS_FD, struct.pack("=I", peer_netns_fd))
-        body = _ifinfo(flags=IFF_UP, change=IFF_UP) + _attr(IFLA_IFNAME, _name(ifname)) \
+            + _attr(IFLA_NET_NS_FD, struct.pack("=I", peer_netns_fd)) + mtu_attr
+        body = _ifinfo(flags=IFF_UP, change=IFF_UP) + _attr(IFLA_IFNAME, _name(ifname)) + mtu_attr \
             + _attr(IFLA_MASTER, struct.pack("=I", master)) \
             + _nested(IFLA_LINKINFO, _attr(IFLA_INFO_KIND, b"veth"),
                       _nested(IFLA_INFO_DATA, _nested(VETH_INFO_PEER, peer_info)))
