@@ -189,7 +189,6 @@ def test_restore_after_a_crash_and_a_reboot(manager, tmp_path):
                           prefixlen=24, gateway=net.gateway, mac=ep.mac)
     # and the bridge is gone (a reboot takes it; here it takes the veths with it too)
     ip("link", "del", net.bridge)
-    manager.close()
     restarted = Manager(Ipam.open(str(tmp_path / "root")), str(tmp_path / "exec"), NoFirewall())
     restarted.restore(live_containers=[A])
     assert "10.65.0.1/24" in ip("-br", "addr", "show", net.bridge)
@@ -203,7 +202,6 @@ def test_restore_after_a_crash_and_a_reboot(manager, tmp_path):
     assert sandboxes(restarted) == [] and restarted.networks() == []
     restarted.close()
     restarted.ipam.close()
-    manager.driver = restarted.driver  # closed already: the fixture's close() is a no-op on it
 
 
 def test_concurrent_connects_get_their_own_addresses_and_links(manager):

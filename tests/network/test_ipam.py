@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from sampan.errors import Conflict, NotFound
 from sampan.network.api import AddressInUse, Endpoint, InvalidNetworkConfig, Network, PoolExhausted
 from sampan.network.ipam import Ipam, check_gateway, mac_of, parse_subnet, pick_subnet
 
@@ -117,3 +118,18 @@ def test_subnet_checks_and_choice():
     assert pick_subnet(everything) == "192.168.128.0/20"
     with pytest.raises(PoolExhausted, match="non-overlapping"):
         pick_subnet([ipaddress.IPv4Network("0.0.0.0/1"), ipaddress.IPv4Network("128.0.0.0/1")])
+
+
+def test_a_network_with_an_endpoint_is_not_removed(tmp_path):
+    ipam = Ipam.open(str(tmp_path))
+    net = _net("busy", "10.52.0.0/24")
+    ipam.add_network(net)
+    ipam.allocate(net, _ep(net, "c"))
+    with pytest.raises(Conflict, match="has active endpoints"):
+        ipam.remove_network(net.id)
+    ipam.release(net.id, "c")
+    ipam.remove_network(net.id)
+    with pytest.raises(NotFound):  # a connect that comes after the removal
+        ipam.allocate(net, _ep(net, "late"))
+    assert ipam.networks() == []
+    ipam.close()

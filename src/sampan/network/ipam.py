@@ -22,6 +22,7 @@ from dataclasses import asdict, replace
 from typing import Iterable
 
 from .. import statedb
+from ..errors import Conflict, NotFound
 from .api import AddressInUse, Endpoint, InvalidNetworkConfig, Network, PoolExhausted, PortMapping
 
 SCHEMA = """
@@ -157,7 +158,12 @@ class Ipam:
                       (net.id, net.name, net.bridge, net.subnet, json.dumps(asdict(net))))
 
     def remove_network(self, network_id: str) -> None:
+        """Forget a network; refused while it has an endpoint (checked in the same transaction
+        as the removal, so a concurrent connect either comes first and refuses it, or fails)."""
         with self.lock, statedb.transaction(self.conn) as c:
+            row = c.execute("SELECT name FROM networks WHERE id = ?", (network_id,)).fetchone()
+            if row and c.execute("SELECT 1 FROM network_endpoints WHERE network_id = ? LIMIT 1", (network_id,)).fetchone():
+                raise Conflict(f"error while removing network: network {row[0]} id {network_id} has active endpoints")
             c.execute("DELETE FROM networks WHERE id = ?", (network_id,))
 
     def networks(self) -> list[Network]:
@@ -180,6 +186,8 @@ class Ipam:
         reserved = {int(subnet.network_address), int(subnet.broadcast_address),
                     int(ipaddress.IPv4Address(net.gateway))}
         with self.lock, statedb.transaction(self.conn) as c:
+            if not c.execute("SELECT 1 FROM networks WHERE id = ?", (net.id,)).fetchone():
+                raise NotFound(f"network {net.name} not found")  # removed meanwhile
             if c.execute("SELECT 1 FROM network_endpoints WHERE container_id = ? AND network_id = ?",
                          (endpoint.container_id, net.id)).fetchone():
                 raise AddressInUse(f"endpoint with name {endpoint.container_id[:12]} already exists in network {net.name}")

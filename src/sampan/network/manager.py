@@ -25,7 +25,7 @@ from . import netns
 from .api import AddressInUse, Endpoint, Firewall, InvalidNetworkConfig, Network, PortMapping
 from .bridge import IFNAMSIZ, BridgeDriver
 from .ipam import Ipam, check_gateway, check_ip_range, parse_subnet, pick_subnet
-from ..errors import Conflict, NotFound
+from ..errors import NotFound
 
 DEFAULT_NETWORK = "bridge"      # Docker's name for the default network
 DEFAULT_BRIDGE = "sampan0"      # its host link (docker0 is dockerd's)
@@ -62,7 +62,7 @@ class Manager:
         self.netns_dir = os.path.join(exec_root, "netns")
         self.firewall = firewall
         self.driver = driver or BridgeDriver()
-        self.lock = threading.Lock()  # subnet choice and network create/remove, one at a time
+        self.lock = threading.RLock()  # subnet choice and network create/remove, one at a time
 
     def close(self) -> None:
         self.driver.close()
@@ -147,19 +147,20 @@ class Manager:
 
     def ensure_default(self, subnet: str = "", gateway: str = "") -> Network:
         """The default network (``bridge`` on sampan0), made on first use."""
-        try:
-            return self.get(DEFAULT_NETWORK)
-        except NetworkNotFound:
-            return self.create_network(DEFAULT_NETWORK, subnet=subnet, gateway=gateway)
+        with self.lock:
+            try:
+                return self.get(DEFAULT_NETWORK)
+            except NetworkNotFound:
+                return self.create_network(DEFAULT_NETWORK, subnet=subnet, gateway=gateway)
 
     def remove_network(self, ref: str) -> None:
+        """Remove a network without endpoints: its record (refused, in the same transaction,
+        while an endpoint is there), then its firewall and bridge."""
         net = self.get(ref)
-        if self.ipam.endpoints(network_id=net.id):
-            raise Conflict(f"error while removing network: network {net.name} id {net.id} has active endpoints")
         with self.lock:
+            self.ipam.remove_network(net.id)
             self.firewall.remove_network(net.name)
             self.driver.remove_bridge(net.bridge)
-            self.ipam.remove_network(net.id)
 
     # --------------------------------------------------------------- endpoints
     def endpoints(self, container_id: str) -> list[Endpoint]:
