@@ -357,7 +357,7 @@ def cmd_bootstrap(client: Client, args: argparse.Namespace) -> int:
         with open(tar_path, "rb") as body:
             messages = list(client.json_lines("POST", "/images/create", query, body))
     finally:
-        bootstrap._remove_workdir(work)   # what a failed debootstrap left mounted first
+        bootstrap.remove_workdir(work)   # what a failed debootstrap left mounted first
     image_id = next((m["status"] for m in messages if str(m.get("status", "")).startswith("sha256:")), "")
     JSONProgress(sys.stderr, quiet=True).show_all(messages)   # an error message raises
     for extra in tags[1:]:

@@ -109,7 +109,7 @@ def _workdir(store: ImageStore, kind: str) -> str:
     return tempfile.mkdtemp(prefix=f"bootstrap-{kind}-", dir=base)
 
 
-def _remove_workdir(work: str) -> None:
+def remove_workdir(work: str) -> None:
     """Remove a work directory, first unmounting what a failed debootstrap may have left
     mounted in it (proc, sys): rm -rf must never reach into those."""
     for mp in sorted((m for m in mountpoints() if m.startswith(work + "/")), key=len, reverse=True):
@@ -192,7 +192,7 @@ def bootstrap_busybox(store: ImageStore, tags: list[str] | None = None) -> Boots
                           created_by=f"sampan image bootstrap busybox (busybox-static {version or 'unknown'})",
                           cmd=["sh"], tags=tags or ["busybox:latest"])
     finally:
-        _remove_workdir(work)
+        remove_workdir(work)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def bootstrap_debian(store: ImageStore, tags: list[str] | None = None, *, suite:
             created = rfc3339_seconds(time.time())
             digest, diff_id = _layer_from_dir(store, rootfs, lease)
         finally:
-            _remove_workdir(work)
+            remove_workdir(work)
         result = _image(store, digest, diff_id, created=created, created_by=created_by, cmd=["bash"], tags=tags)
         _remember(store, name, digest, diff_id, created)
         return result

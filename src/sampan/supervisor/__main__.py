@@ -12,8 +12,8 @@ def entry(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", default=paths.engine_root())
     parser.add_argument("--exec-root", default=paths.exec_root())
     args = parser.parse_args(argv)
-    from .client import _lock_exclusive
-    lock = _lock_exclusive(args.exec_root)
+    from .client import lock_exclusive
+    lock = lock_exclusive(args.exec_root)
     if lock is None:
         print("sampan-supervisor: another supervisor serves " + args.exec_root, file=sys.stderr)
         sys.exit(0)

@@ -238,7 +238,7 @@ class Subscription:
 # -- starting the supervisor -----------------------------------------------------------
 
 
-def _lock_exclusive(exec_root: str) -> int | None:
+def lock_exclusive(exec_root: str) -> int | None:
     """Takes <exec_root>/supervisor.lock for the life of this process; None if taken."""
     import fcntl
     os.makedirs(exec_root, mode=0o711, exist_ok=True)
