@@ -106,3 +106,17 @@ def test_docker_py_run_of_a_failing_command(sampand):
         time.sleep(0.05)
     assert client.containers.list(all=True) == []
     client.close()
+
+
+@pytest.mark.parametrize("opt, module", [("apparmor=docker-default", "AppArmor"), ("label=type:svirt_lxc_net_t", "SELinux")])
+def test_confinement_that_cannot_be_applied_is_refused(sampand, opt, module):
+    """A container its user asked to confine never runs unconfined: a one-line refusal at
+    create, nothing made; the values that ask for no confinement are accepted."""
+    r = sampand.docker("run", "--rm", "--security-opt", opt, "busybox", "true")
+    assert r.returncode == 125
+    err = r.stderr.decode().splitlines()[0]   # the docker CLI adds its "Run 'docker run --help'" line
+    assert err.startswith("docker: Error response from daemon: invalid --security-opt") and module in err \
+        and opt in err, err
+    assert _ok(sampand.docker("ps", "-aq")) == ""
+    off = "apparmor=unconfined" if module == "AppArmor" else "label=disable"
+    assert _ok(sampand.docker("run", "--rm", "--security-opt", off, "busybox", "echo", "ok")) == "ok\n"

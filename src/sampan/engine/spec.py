@@ -211,12 +211,22 @@ def security_options(host_config: dict) -> tuple[bool, Any]:
                         seccomp = json.load(f)
                 except (OSError, ValueError) as e:
                     raise SpecInputError(f"opening seccomp profile ({value}) failed: {e}") from None
+        elif key == "apparmor" and value != "unconfined" or key == "label" and value not in ("disable", "nested"):
+            # Never dropped: a container its user asked to confine must not run unconfined.
+            raise SpecInputError(f"invalid --security-opt {opt!r}: {_lsm_refusal(key)}")
         elif key in ("label", "apparmor", "systempaths", "mask", "unmask"):
-            if key == "systempaths" and value == "unconfined":
-                seccomp = seccomp  # handled by the caller through MaskedPaths
+            pass  # unconfined / disable: nothing to apply; systempaths, mask, unmask: the caller's
         else:
             raise SpecInputError(f"Invalid --security-opt: \"{opt}\"")
     return nnp, seccomp
+
+
+def _lsm_refusal(key: str) -> str:
+    from ..linux import lsm
+    name, enabled = ("AppArmor", lsm.apparmor_enabled()) if key == "apparmor" else ("SELinux", lsm.selinux_enabled())
+    if not enabled:
+        return f"{name} is not enabled on this host"
+    return f"sampan cannot apply {name} {'profiles' if key == 'apparmor' else 'labels'} yet"
 
 
 def _check_caps_for_profile(profile: dict, caps: list[str]) -> dict:
