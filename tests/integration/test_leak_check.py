@@ -18,7 +18,10 @@ def run_inner(tmp_path, body: str) -> subprocess.CompletedProcess:
     d.mkdir()
     shutil.copy(CONFTEST, d / "conftest.py")
     (d / "test_inner.py").write_text(body)
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(d)],
+    # a base temp of its own: pytest's numbered dirs under /tmp/pytest-of-root are renamed to
+    # garbage-* and removed by other pytest processes while the inner test still uses them
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "--basetemp", str(tmp_path / "inner-tmp"), str(d)],
                           capture_output=True, text=True, cwd=d, timeout=120)
 
 
