@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import _daemons
@@ -31,23 +30,6 @@ import image_load
 REPO = image_load.REPO
 sys.path.insert(0, str(REPO / "tests" / "image"))
 import registry_fixtures  # noqa: E402 - the docker-registry and skopeo helpers of the tests
-
-
-def gzip_floor(blobs: list[Path], directory: Path) -> float:
-    """GNU tar unpacking every gzip layer at once, each into a directory of its own."""
-    dirs = [directory / f"x{i}" for i in range(len(blobs))]
-    for d in dirs:
-        d.mkdir()
-    t0 = time.perf_counter()
-    procs = [subprocess.Popen(["tar", "--numeric-owner", "-C", str(d), "-xzf", str(blob)])
-             for d, blob in zip(dirs, blobs)]
-    failed = [p.args for p in procs if p.wait() != 0]
-    elapsed = time.perf_counter() - t0   # as the engines' times: written, not yet written back
-    for d in dirs:
-        shutil.rmtree(d)
-    if failed:
-        raise SystemExit(f"failed: {failed[0]}")
-    return elapsed
 
 
 def main() -> int:
@@ -99,7 +81,7 @@ def main() -> int:
             shutil.rmtree(work / "skopeo", ignore_errors=True)
             return t
 
-        runs = {"sampan": sampan_pull, "docker": docker_pull, "tar": lambda: gzip_floor(blobs, work / "floor"),
+        runs = {"sampan": sampan_pull, "docker": docker_pull, "tar": lambda: image_load.tar_floor(blobs, work / "floor", gzip=True),
                 "skopeo": skopeo_reference}
         for name_ in runs:         # warm-up: the registry's files into the page cache
             runs[name_]()
