@@ -21,15 +21,16 @@ def _add_busybox():
     return mod.add_busybox
 
 
-def start_daemon(tmp_path_factory, args: tuple[str, ...] = ()) -> Sampand:
-    """A sampand on new roots (in the host's network namespace) with busybox in its store;
-    end it with stop_daemon."""
+def start_daemon(tmp_path_factory, args: tuple[str, ...] = (), network: str = "own") -> Sampand:
+    """A sampand on new roots with busybox in its store; end it with stop_daemon. Its network
+    namespace is its own (other tests add and remove host links meanwhile) unless ``network``
+    is "host" (to reach servers of the host's, such as a test registry)."""
     root = str(tmp_path_factory.mktemp("sampand") / "root")
     from sampan.image.store import ImageStore
     store = ImageStore(root)
     _add_busybox()(store)
     store.close()
-    d = Sampand(root, args, network="host")
+    d = Sampand(root, args, network=network)
     try:
         d.start()
     except BaseException:

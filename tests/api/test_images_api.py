@@ -24,6 +24,14 @@ from sampan.cli.client import APIError, _UnixConnection  # noqa: E402
 BUSYBOX_ROOTFS = REPO / ".cache" / "images" / "busybox"
 
 
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    """In the host's network namespace: it reaches the registries and HTTP servers here."""
+    d = start_daemon(tmp_path_factory, network="host")
+    yield d
+    stop_daemon(d)
+
+
 def _rootfs_tar(extra: bytes = b"") -> bytes:
     """busybox's root filesystem; with ``extra`` in /extra (a layer no image has yet)."""
     data = subprocess.run(["tar", "-C", str(BUSYBOX_ROOTFS), "-c", "."], check=True, capture_output=True).stdout
@@ -385,7 +393,7 @@ def test_insecure_registry_option(sampand, lan_registry, tmp_path_factory, host_
     r = sampand.docker("push", name)
     assert r.returncode == 1, r
     assert sampand.docker("rmi", name).returncode == 0
-    flagged = start_daemon(tmp_path_factory, ("--insecure-registry", lan_registry.host))
+    flagged = start_daemon(tmp_path_factory, ("--insecure-registry", lan_registry.host), network="host")
     try:
         host_watch.watch_root(os.path.join(flagged.exec_root, "runtime"))
         assert flagged.docker("tag", "busybox", name).returncode == 0

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 
-import sys
-
 import pytest
+
+from private_daemons import in_netns
 
 DOCKER = "/usr/local/bin/docker"
 PY = sys.executable
@@ -393,7 +394,10 @@ def test_exit_codes(sampand):
 # ------------------------------------------------------------------ networks
 def test_network_modes_through_docker(sampand):
     d = sampand.docker
-    host_ifaces = sorted(os.listdir("/sys/class/net"))
+    # the daemon's namespace is its own: no other test changes its links meanwhile
+    links = subprocess.run([*in_netns(sampand.netns), "ip", "-o", "link"], capture_output=True,
+                           text=True, check=True).stdout
+    host_ifaces = sorted(line.split(": ")[1].split("@")[0] for line in links.splitlines())
     for args in ([], ["--network", "none"], ["--network", "bridge"]):
         out = _ok(d("run", "--rm", *args, "busybox", "sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/flags"))
         assert out == "lo\n0x9\n", args
