@@ -20,6 +20,7 @@ from .routes import Handler, Route
 from .routes.containers import ContainerRoutes
 from .routes.exec import ExecRoutes
 from .routes.images import ImageRoutes
+from .routes.networks import NetworkRoutes
 from .routes.system import SystemRoutes
 from .routes.volumes import VolumeRoutes
 from .status import message_of
@@ -89,7 +90,7 @@ class API:
         images = ImageService(engine.images, engine.events.emit, list(insecure_registries or ()))
         self.resources = [SystemRoutes(engine, images, self.workers), ContainerRoutes(engine, self.workers),
                           ExecRoutes(engine, self.workers), VolumeRoutes(engine, self.workers),
-                          ImageRoutes(images, self.workers)]
+                          NetworkRoutes(engine, self.workers), ImageRoutes(images, self.workers)]
 
     def routes(self) -> list[Route]:
         return [route for resource in self.resources for route in resource.routes()]
