@@ -135,6 +135,208 @@ def parse_restart(v: str) -> dict:
     return {"Name": name or "no", "MaximumRetryCount": int(n) if n else 0}
 
 
+# ---------------------------------------------------------------------------- networking flags
+# The docker CLI checks these before it sends anything (go-connections' nat, opts/hosts.go),
+# with the words below; the daemon checks the rest (--ip, networks that do not exist).
+_PROTOCOLS = ("tcp", "udp", "sctp")
+_NON_USER_NETWORKS = ("default", "bridge", "host", "none")
+
+
+def _uint16(text: str) -> int:
+    """Go's strconv.ParseUint(text, 10, 16), with its error words."""
+    if not text or not text.isdigit() or not text.isascii():
+        raise ValueError(f'strconv.ParseUint: parsing "{text}": invalid syntax')
+    if int(text) > 0xFFFF:
+        raise ValueError(f'strconv.ParseUint: parsing "{text}": value out of range')
+    return int(text)
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    """nat.ParsePortRange: "80" or "8000-8010"."""
+    if not text:
+        raise ValueError("empty string specified for ports")
+    if "-" not in text:
+        port = _uint16(text)
+        return port, port
+    first, _, rest = text.partition("-")
+    start, end = _uint16(first), _uint16(rest.split("-", 1)[0])
+    if end < start:
+        raise ValueError(f"invalid range specified for port: {text}")
+    return start, end
+
+
+def _split_proto(text: str) -> tuple[str, str]:
+    """nat.SplitProtoPort: ("80/udp") -> ("udp", "80"); tcp when not given."""
+    port, _, rest = text.partition("/")
+    if not port:
+        return "", ""
+    proto = rest.split("/", 1)[0]
+    return (proto or "tcp"), port
+
+
+def is_ip(text: str) -> bool:
+    """net.ParseIP(text) != nil (an IPv4 or IPv6 address, no zone)."""
+    import _socket
+    for family in (_socket.AF_INET, _socket.AF_INET6):
+        try:
+            _socket.inet_pton(family, text)
+            return True
+        except OSError:
+            pass
+    return False
+
+
+def _standard_publish(spec: str) -> str:
+    """--publish's long form (target=80,published=8080,protocol=udp) as the short one."""
+    if "=" not in spec:
+        return spec
+    params = {"protocol": "tcp"}
+    for param in spec.split(","):
+        key, eq, value = param.partition("=")
+        if not eq or not key:
+            raise CLIError(f"invalid publish opts format (should be name=value but got '{param}')")
+        params[key] = value
+    if "target" not in params:
+        raise CLIError("missing mandatory field 'target'")
+    out = f"{params['target']}/{params['protocol']}"
+    return f"{params['published']}:{out}" if "published" in params else out
+
+
+def published_ports(specs: list[str]) -> tuple[dict, dict]:
+    """-p/--publish as (Config.ExposedPorts, HostConfig.PortBindings), nat.ParsePortSpecs."""
+    exposed: dict[str, dict] = {}
+    bindings: dict[str, list[dict]] = {}
+    for spec in map(_standard_publish, specs):
+        parts = spec.split(":")
+        ip, host, container = ":".join(parts[:-2]), (parts[-2] if len(parts) > 1 else ""), parts[-1]
+        proto, container = _split_proto(container)
+        if ip.startswith("[") and ip.endswith("]"):
+            ip = ip[1:-1]
+        if ip and not is_ip(ip):
+            raise CLIError(f"invalid IP address: {ip}")
+        if not container:
+            raise CLIError(f"no port specified: {spec}<empty>")
+        try:
+            start, end = _port_range(container)
+        except ValueError:
+            raise CLIError(f"invalid containerPort: {container}") from None
+        host_start = host_end = 0
+        if host:
+            try:
+                host_start, host_end = _port_range(host)
+            except ValueError:
+                raise CLIError(f"invalid hostPort: {host}") from None
+            if end - start != host_end - host_start and end != start:
+                raise CLIError(f"invalid ranges specified for container and host Ports: {container} and {host}")
+        proto = proto.lower()
+        if proto not in _PROTOCOLS:
+            raise CLIError(f"invalid proto: {proto}")
+        for i in range(end - start + 1):
+            host_port = ""
+            if host:  # a single container port takes a host range as the range to pick from
+                host_port = str(host_start + i) + (f"-{host_end}" if start == end and host_start != host_end else "")
+            key = f"{start + i}/{proto}"
+            exposed[key] = {}
+            bindings.setdefault(key, []).append({"HostIp": ip, "HostPort": host_port})
+    return exposed, bindings
+
+
+def expose_ports(items: list[str], exposed: dict) -> None:
+    """--expose PORT[-END][/PROTO] into Config.ExposedPorts."""
+    for item in items:
+        if ":" in item:
+            raise CLIError(f"invalid port format for --expose: {item}")
+        proto, port = _split_proto(item)
+        try:
+            start, end = _port_range(port)
+        except ValueError as e:
+            raise CLIError(f"invalid range format for --expose: {item}, error: {e}") from None
+        for p in range(start, end + 1):
+            exposed.setdefault(f"{p}/{proto}", {})
+
+
+def extra_host(value: str) -> str:
+    """--add-host NAME:IP or NAME=IP (IP may be [v6] or host-gateway) as the API's NAME:IP."""
+    name, eq, ip = value.partition("=")
+    if not eq:
+        name, eq, ip = value.partition(":")
+    if not eq or not name or ":" in name:
+        raise CLIError(f'invalid argument "{value}" for "--add-host" flag: bad format for add-host: "{value}"')
+    if ip != "host-gateway":
+        if len(ip) > 2 and ip[0] == "[" and ip[-1] == "]":
+            ip = ip[1:-1]
+        if not is_ip(ip):
+            raise CLIError(f'invalid argument "{value}" for "--add-host" flag: invalid IP address in add-host: '
+                           f'"{ip}"')
+    return f"{name}:{ip}"
+
+
+def dns_server(value: str) -> str:
+    import _socket
+    text = value.strip()
+    for family in (_socket.AF_INET, _socket.AF_INET6):
+        try:
+            return _socket.inet_ntop(family, _socket.inet_pton(family, text))  # canonical, as Go's
+        except OSError:
+            pass
+    raise CLIError(f'invalid argument "{value}" for "--dns" flag: IP address is not correctly formatted: {value}')
+
+
+def link(value: str) -> str:
+    """--link NAME[:ALIAS], checked as opts.ValidateLink."""
+    if not value:
+        raise CLIError('invalid argument "" for "--link" flag: empty string specified for links')
+    if value.count(":") > 1:
+        raise CLIError(f'invalid argument "{value}" for "--link" flag: bad format for links: {value}')
+    return value
+
+
+def _is_mac(text: str) -> bool:
+    """net.ParseMAC's colon and hyphen forms of an EUI-48, EUI-64 or 20-byte address."""
+    for sep in ":-":
+        groups = text.split(sep)
+        if len(groups) in (6, 8, 20) and all(len(g) == 2 and all(c in "0123456789abcdefABCDEF" for c in g)
+                                             for g in groups):
+            return True
+    return False
+
+
+def _user_defined(network: str) -> bool:
+    return network not in _NON_USER_NETWORKS and not network.startswith("container:")
+
+
+def network_endpoints(ns: argparse.Namespace) -> tuple[str, dict]:
+    """HostConfig.NetworkMode and NetworkingConfig.EndpointsConfig, as the docker CLI makes
+    them: --ip, --network-alias, --mac-address (and --link, on a user network) go to the
+    first network; with no --network, to "default"."""
+    networks = ns.network or []
+    if len(set(networks)) != len(networks):
+        twice = next(n for n in networks if networks.count(n) > 1)
+        raise CLIError(f'network "{twice}" is specified multiple times')
+    if len({_user_defined(n) for n in networks}) > 1:
+        raise CLIError("conflicting options: cannot attach both user-defined and non-user-defined network-modes")
+    first = networks[0] if networks else "default"
+    if ns.mac_address and not _is_mac(ns.mac_address.strip()):
+        raise CLIError(f"{ns.mac_address} is not a valid mac address")
+    if ns.network_alias and not _user_defined(first):
+        raise CLIError("network-scoped aliases are only supported for user-defined networks")
+    endpoint: dict[str, Any] = {}
+    if ns.network_alias:
+        endpoint["Aliases"] = list(ns.network_alias)
+    if ns.link and _user_defined(first):
+        endpoint["Links"] = list(ns.link)
+    if ns.ip:
+        endpoint["IPAMConfig"] = {"IPv4Address": ns.ip}
+    if ns.mac_address:
+        endpoint["MacAddress"] = ns.mac_address
+    endpoints: dict[str, dict] = {}
+    if len(networks) != 1 or endpoint:  # (one network and nothing to say of it: the daemon's default endpoint)
+        endpoints[first] = endpoint
+    for other in networks[1:]:
+        endpoints[other] = {}
+    return first, endpoints
+
+
 def add_create_flags(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
     a("-i", "--interactive", action="store_true", help="Keep STDIN open even if not attached")
@@ -173,7 +375,18 @@ def add_create_flags(p: argparse.ArgumentParser) -> None:
     a("--log-opt", action="append", default=[], help="Log driver options")
     a("--sysctl", action="append", default=[], help="Sysctl options")
     a("--shm-size", help="Size of /dev/shm")
-    a("--network", "--net", help="Connect a container to a network")
+    a("--network", "--net", action="append", default=[], help="Connect a container to a network")
+    a("--network-alias", action="append", default=[], help="Add network-scoped alias for the container")
+    a("--ip", help="IPv4 address (e.g., 172.30.100.104)")
+    a("--mac-address", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)")
+    a("-p", "--publish", action="append", default=[], help="Publish a container's port(s) to the host")
+    a("-P", "--publish-all", action="store_true", help="Publish all exposed ports to random ports")
+    a("--expose", action="append", default=[], help="Expose a port or a range of ports")
+    a("--add-host", action="append", default=[], help="Add a custom host-to-IP mapping (host:ip)")
+    a("--dns", action="append", default=[], help="Set custom DNS servers")
+    a("--dns-search", action="append", default=[], help="Set custom DNS search domains")
+    a("--dns-option", "--dns-opt", action="append", default=[], help="Set DNS options")
+    a("--link", action="append", default=[], help="Add link to another container")
     a("--platform", help="Set platform if server is multi-platform capable")
     a("--pull", default="missing", help='Pull image before running ("always", "missing", "never")')
     a("image", metavar="IMAGE")
@@ -189,6 +402,8 @@ def create_body(ns: argparse.Namespace) -> dict:
             raise CLIError(f"open {f}: {e.strerror}") from None
     env += env_list(ns.env)
     labels = parse_kv(ns.label)
+    exposed, bindings = published_ports(ns.publish)
+    expose_ports(ns.expose, exposed)
     binds, volumes = [], {}
     for v in ns.volume:
         if ":" in v and not v.startswith(":"):
@@ -202,8 +417,12 @@ def create_body(ns: argparse.Namespace) -> dict:
         "Devices": [parse_device(d) for d in ns.device] or None,
         "Ulimits": [parse_ulimit(u) for u in ns.ulimit] or None,
         "Sysctls": parse_kv(ns.sysctl) or None,
-        "NetworkMode": ns.network or "none",
+        "PortBindings": bindings or None, "PublishAllPorts": ns.publish_all or None,
+        "ExtraHosts": [extra_host(h) for h in ns.add_host] or None,
+        "Dns": [dns_server(d) for d in ns.dns] or None, "DnsSearch": ns.dns_search or None,
+        "DnsOptions": ns.dns_option or None, "Links": [link(v) for v in ns.link] or None,
     }
+    hc["NetworkMode"], endpoints = network_endpoints(ns)
     if ns.tmpfs:
         hc["Tmpfs"] = {t.split(":", 1)[0]: (t.split(":", 1)[1] if ":" in t else "") for t in ns.tmpfs}
     if ns.memory:
@@ -233,7 +452,9 @@ def create_body(ns: argparse.Namespace) -> dict:
         "Image": ns.image, "Cmd": ns.command or None, "Env": env or None, "Labels": labels or None,
         "Tty": ns.tty, "OpenStdin": ns.interactive, "StdinOnce": ns.interactive,
         "AttachStdin": ns.interactive, "AttachStdout": True, "AttachStderr": True,
-        "Volumes": volumes or None, "HostConfig": {k: v for k, v in hc.items() if v is not None},
+        "Volumes": volumes or None, "ExposedPorts": exposed or None,
+        "HostConfig": {k: v for k, v in hc.items() if v is not None},
+        "NetworkingConfig": {"EndpointsConfig": endpoints},
     }
     if ns.workdir:
         body["WorkingDir"] = ns.workdir

@@ -90,9 +90,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         return parser
     system = sub.add_parser("system", help="Manage sampan").add_subparsers(dest="system_command", metavar="COMMAND")
     containers.register(sub)
-    from . import images, system as system_verbs
+    from . import images, networks, system as system_verbs
     system_verbs.register(sub, system)
     images.register(sub)
+    networks.register(sub)
     return parser
 
 
