@@ -29,6 +29,8 @@ from sampan.network import netns
 from sampan.network.api import InvalidNetworkConfig, NetworkError
 from sampan.network.dns import TTL, EmbeddedDns, host_upstreams
 
+from conftest import ip, link_gone
+
 UPSTREAM = "127.0.0.1"          # in the test's host namespace
 DEAD_UPSTREAM = "127.0.0.2"     # nothing listens: refused at once
 UPSTREAM_ANSWER = "192.0.2.7"
@@ -404,3 +406,14 @@ def test_host_upstreams_and_lazy_import(tmp_path):
             "print(sorted(m for m in sys.modules if m == 'dns' or m.startswith(('dns.', 'asyncio'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_attached_sockets_keep_a_removed_namespace_until_detach(server, container):
+    """Why the engine detaches before remove_sandbox: the sockets hold the namespace, and so its
+    links (the veth's host end stays on the bridge) after its file is gone."""
+    ip("link", "add", "vdns0", "type", "veth", "peer", "name", "eth0", "netns", container)
+    server.attach(A, container, forward=True)
+    netns.remove(container)
+    assert not link_gone("vdns0", within=0.5)
+    server.detach(A)
+    assert link_gone("vdns0")
