@@ -223,6 +223,10 @@ def cmd_port(client: Client, ns: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- registration
+# The commands register() adds (main.build_parser builds only their parsers for them).
+COMMANDS = frozenset(("network", "port"))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """`network ...` and `port`."""
     net = sub.add_parser("network", help="Manage networks", description="Manage networks").add_subparsers(
