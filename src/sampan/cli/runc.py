@@ -339,7 +339,7 @@ commands: create start run state kill delete list ps exec pause resume update sp
 global options: --root DIR, --log FILE, --log-format text|json, --systemd-cgroup, --debug"""
 
 
-def main(argv: list[str] | None = None, on_cgroup_joined: Callable[[], None] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     log = Log("", "text")
     try:
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None, on_cgroup_joined: Callable[[], None] | N
         if g["debug"]:
             os.environ["SAMPAN_DEBUG"] = "1"
         from ..runtime.container import Runtime
-        rt = Runtime(root=str(g["root"]), systemd_cgroup=bool(g["systemd-cgroup"]), on_cgroup_joined=on_cgroup_joined,
+        rt = Runtime(root=str(g["root"]), systemd_cgroup=bool(g["systemd-cgroup"]),
                      warn=lambda message: log.write("warning", message))
         return handler(rt, rest)
     except KeyboardInterrupt:
@@ -382,12 +382,7 @@ def entry() -> None:
     # modules it loads cost CPU, and after a fork each pass copies the pages it touches.
     import gc
     gc.disable()
-    warmer = None
-    if any(word in ("create", "run", "exec") for word in sys.argv[1:]):
-        # First thing, so the kernel's grace period runs while the modules load.
-        from ..linux.cgroup_lock import MigrationLockWarmer
-        warmer = MigrationLockWarmer()
-    code = main(on_cgroup_joined=warmer.stop if warmer else None)
+    code = main()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

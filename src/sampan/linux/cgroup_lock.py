@@ -6,10 +6,11 @@ full RCU grace period (8-16 ms here, a third of a container start) and every cgr
 operation queues behind it. Once a writer has been through, the rwsem stays in its fast
 state for another grace period, and any writer within that window renews it.
 
-So, as the runtime starts, a thread re-writes our own pid into our own cgroup (a no-op
-move): the first write pays the grace period while the main thread loads modules and reads
-the config; later writes every few milliseconds keep the rwsem warm until the container
-has been moved into its cgroups.
+So a thread re-writes our own pid into our own cgroup (a no-op move): the first write pays
+the grace period while other work goes on; later writes every few milliseconds keep the
+rwsem warm for the migrations that follow. (The runtime's own forks need none: a container's
+process enters its cgroups without a migration of this kind, runtime/cgroups/join.py; the
+warmer serves a caller whose threads keep its forks from cloning into a cgroup.)
 """
 from __future__ import annotations
 

@@ -53,14 +53,11 @@ class ExecOptions(ProcessOptions):
 
 class Runtime:
     def __init__(self, root: str = st.DEFAULT_ROOT, systemd_cgroup: bool = False,
-                 warn: Callable[[str], None] | None = None,
-                 on_cgroup_joined: Callable[[], None] | None = None, precompile_seccomp: bool = False) -> None:
+                 warn: Callable[[str], None] | None = None, precompile_seccomp: bool = False) -> None:
         self.root = root
         # A long-lived caller (the engine's supervisor) builds seccomp filters before forking
         # the init, once per distinct profile, rather than in every init.
         self.precompile_seccomp = precompile_seccomp
-        # Called once a new process is in its cgroups (the CLI then stops warming the lock).
-        self.on_cgroup_joined = on_cgroup_joined or (lambda: None)
         self.systemd_cgroup = systemd_cgroup
         self.warn = warn or (lambda message: None)
 
@@ -156,19 +153,16 @@ class Runtime:
         new = new_kinds(entries)
         direct = not opts.join and "pid" in new and not new & {"user", "time"} and \
             all(path is None for _, path in entries)
+        # Made before the fork: the child enters them first thing (cgroups/join.py).
+        cgroup = self._new_cgroup(record)
         parent, child = Channel.pair()
-        first = _fork_in_new_pid_namespace() if direct else None
-        if first is None:
-            direct = False
-            first = os.fork()
+        first, direct = _fork(opts, cgroup, direct)
         if first == 0:
             parent.close()
             (stage1_direct if direct else stage1)(child, opts)
         child.close()
         pid = first if direct else 0
         try:
-            # Made while the child enters its namespaces and starts on the root filesystem.
-            cgroup = self._new_cgroup(record)
             if not direct:
                 msg = parent.recv()
                 if msg["type"] == "userns":
@@ -178,9 +172,6 @@ class Runtime:
                     msg = parent.recv()
                 pid = _expect(msg, "pid")["pid"]
                 os.waitpid(first, 0)
-            cgroup.apply(pid)
-            self.on_cgroup_joined()
-            parent.send("cgroup-done")
             record.update(pid=pid, pid_start=st.process_start_time(pid))
             st.save(self.root, record)
             _set_oom_score(pid, opts.process, self.warn)
@@ -360,7 +351,7 @@ class Runtime:
             init_opts.chroot = f"/proc/{record['pid']}/root"
         self._precompile(spec)
         parent, child = Channel.pair()
-        first = os.fork()
+        first, _ = _fork(init_opts, cgroup, new_pid_namespace=False)
         if first == 0:
             parent.close()
             stage1(child, init_opts)
@@ -371,9 +362,6 @@ class Runtime:
         try:
             pid = parent.expect("pid")["pid"]
             _reap(first)
-            cgroup.apply(pid)
-            self.on_cgroup_joined()
-            parent.send("cgroup-done")
             for warning in parent.expect("ready").get("warnings") or []:
                 self.warn(warning)
             msg = parent.recv()  # eof once execve succeeded (the channel is close-on-exec)
@@ -457,6 +445,34 @@ def _set_oom_score(pid: int, proc: dict[str, Any], warn: Callable[[str], None]) 
             f.write(str(score))
     except PermissionError:
         warn(f"oomScoreAdj {score}: lowering it needs CAP_SYS_RESOURCE, which this host withholds; left unchanged")
+
+
+def _fork(opts: InitOptions, cgroup: Any, new_pid_namespace: bool) -> tuple[int, bool]:
+    """Fork the process that enters the container's cgroups first thing (opts.cgroup, opened
+    here and closed again in the parent), straight into the cgroup2 one where clone3 can be
+    had (linux/clone.py). With new_pid_namespace the child is pid 1 of a new pid namespace
+    where that can be done. Returns (pid in the parent, 0 in the child; whether it is pid 1)."""
+    from ..linux import clone
+    from ..linux.namespaces import CLONE_NEWPID
+
+    opts.cgroup = cgroup.join()
+    try:
+        v2_dir = opts.cgroup.v2_dir_fd
+        opts.cloned_into_cgroup2 = v2_dir is not None  # as the child will find it, if clone3 works
+        pid = clone.fork_into(v2_dir, CLONE_NEWPID if new_pid_namespace else 0)
+        in_new_pid_namespace = new_pid_namespace
+        if pid is None:
+            opts.cloned_into_cgroup2 = False
+            pid = _fork_in_new_pid_namespace() if new_pid_namespace else None
+            if pid is None:
+                in_new_pid_namespace = False
+                pid = os.fork()
+    except BaseException:
+        opts.cgroup.close()
+        raise
+    if pid != 0:
+        opts.cgroup.close()
+    return pid, in_new_pid_namespace
 
 
 def _fork_in_new_pid_namespace() -> int | None:

@@ -20,13 +20,19 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
+    from .cgroups.join import Join
+
 
 class InitOptions:
     def __init__(self, spec: dict[str, Any], process: dict[str, Any], *, bundle: str = "", rootfs: str = "",
                  no_pivot: bool = False, preserve_fds: int = 0, console: _socket.socket | None = None,
                  exec_listener: _socket.socket | None = None, join: list[tuple[str, str]] | None = None,
-                 stdio: tuple[int, int, int] | None = None) -> None:
+                 stdio: tuple[int, int, int] | None = None, cgroup: Join | None = None) -> None:
         self.spec = spec
+        # The container's cgroups, which the forked process enters first thing; whether it
+        # was cloned into the cgroup2 one already is set by the parent as it forks.
+        self.cgroup = cgroup
+        self.cloned_into_cgroup2 = False
         self.stdio = stdio
         self.process = process
         self.bundle = bundle
@@ -70,7 +76,9 @@ def _preload(opts: InitOptions) -> None:
         import subprocess  # noqa: F401
 
 
-def _stdio_and_guards(opts: InitOptions) -> None:
+def _cgroup_stdio_and_guards(opts: InitOptions) -> None:
+    if opts.cgroup is not None:
+        opts.cgroup.enter(opts.cloned_into_cgroup2)
     if opts.stdio is not None:
         for target, fd in enumerate(opts.stdio):
             os.dup2(fd, target)
@@ -89,7 +97,7 @@ def stage1_direct(chan: Channel, opts: InitOptions) -> NoReturn:
     1 there already): it makes its other new namespaces and goes on, with no process between.
     Only for containers that join no namespace by path and make no user or time namespace."""
     try:
-        _stdio_and_guards(opts)
+        _cgroup_stdio_and_guards(opts)
         new = namespaces.new_kinds(namespaces.plan(opts.spec))
         flags = namespaces.unshare_flags(new - {"pid"})
         if flags:
@@ -102,7 +110,7 @@ def stage1_direct(chan: Channel, opts: InitOptions) -> NoReturn:
 def stage1(chan: Channel, opts: InitOptions) -> NoReturn:
     """Enter or create the namespaces, then fork the process that lives in them."""
     try:
-        _stdio_and_guards(opts)
+        _cgroup_stdio_and_guards(opts)
         entries = namespaces.plan(opts.spec)
         joining = opts.join or [(k, path) for k, path in entries if path]
         namespaces.join(joining)
@@ -124,12 +132,16 @@ def stage1(chan: Channel, opts: InitOptions) -> NoReturn:
             linux_ns.unshare(flags)
         if "time" in new and (opts.spec.get("linux") or {}).get("timeOffsets"):
             namespaces.write_time_offsets(opts.spec["linux"]["timeOffsets"])
+        # The parent hears of the child from this process first: the child says nothing on
+        # the channel until this process has said "pid" and exited (the pipe's end of file).
+        said_pid, saying_pid = os.pipe()
         pid = os.fork()
         if pid:
             chan.send("pid", pid=pid)
             os._exit(0)
-        # The parent now moves this process into its cgroup; the first cgroup write costs
-        # milliseconds (an RCU grace period), so the root filesystem is made meanwhile.
+        os.close(saying_pid)
+        os.read(said_pid, 1)
+        os.close(said_pid)
         if opts.join:
             _exec_stage2(chan, opts)
         _init_stage2(chan, opts, new)
@@ -144,21 +156,10 @@ def _init_stage2(chan: Channel, opts: InitOptions, new: set[str]) -> NoReturn:
         os.setsid()
         spec = opts.spec
         linux = spec.get("linux") or {}
-        in_cgroup = False
-
-        def enter_cgroup() -> None:
-            nonlocal in_cgroup
-            if not in_cgroup:
-                chan.expect("cgroup-done")
-                if "cgroup" in new:  # its root is the cgroup we are in when unsharing
-                    linux_ns.unshare(linux_ns.CLONE_NEWCGROUP)
-                in_cgroup = True
-
         kinds = {k for k, _ in namespaces.plan(spec)}
         root = Rootfs(spec, opts.rootfs, opts.bundle, userns="user" in kinds, cgroupns="cgroup" in new,
-                      shared_mount_ns="mount" not in kinds, before_cgroup_mount=enter_cgroup)
+                      shared_mount_ns="mount" not in kinds)
         root.prepare()
-        enter_cgroup()
         chan.send("hooks")
         state = None
         if opts.sync_hooks:
@@ -184,7 +185,6 @@ def _init_stage2(chan: Channel, opts: InitOptions, new: set[str]) -> NoReturn:
 def _exec_stage2(chan: Channel, opts: InitOptions) -> NoReturn:
     try:
         os.setsid()
-        chan.expect("cgroup-done")
         if opts.process.get("terminal"):
             _setup_terminal(opts, console_mount=False)
         _finish(chan, opts, opts.state)

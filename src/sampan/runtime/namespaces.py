@@ -44,10 +44,12 @@ def _same_ns(fd: int, path: str) -> bool:
 
 
 def unshare_flags(kinds: set[str]) -> int:
-    """Flags for the first unshare: user comes before it, cgroup after joining the cgroup."""
+    """Flags for the unshare after the user namespace's (which grants the rights for the rest).
+    The cgroup namespace is among them: the process is in its cgroups already (init.py), and
+    that is the root the new namespace takes."""
     flags = 0
     for kind in kinds:
-        if kind not in ("user", "cgroup"):
+        if kind != "user":
             flags |= ns.KINDS[kind][0]
     return flags
 

@@ -13,7 +13,7 @@ from .fsutil import secure_join
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable
+    from typing import Any
 
 DEFAULT_DEVICES = (  # path, major, minor (all char devices, 0666)
     ("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
@@ -28,13 +28,12 @@ _LOCKED_FLAGS = ((os.ST_NOSUID, m.MS_NOSUID), (os.ST_NODEV, m.MS_NODEV), (os.ST_
 
 class Rootfs:
     def __init__(self, spec: dict[str, Any], rootfs: str, bundle: str, *, userns: bool, cgroupns: bool,
-                 shared_mount_ns: bool = False, before_cgroup_mount: Callable[[], None] = lambda: None) -> None:
+                 shared_mount_ns: bool = False) -> None:
         self.spec = spec
         # Without a mount namespace of its own the container shares its caller's: its mounts are
         # made there (delete takes them away again, see unmount_new), the caller's propagation is
         # left alone and the process is chrooted rather than pivoted, as runc does.
         self.shared_mount_ns = shared_mount_ns
-        self.before_cgroup_mount = before_cgroup_mount
         self.root = rootfs
         self.bundle = bundle
         self.userns = userns
@@ -80,7 +79,6 @@ class Rootfs:
         target = self._target(dest)
         try:
             if fstype == "cgroup" or fstype == "cgroup2":
-                self.before_cgroup_mount()
                 self._mount_cgroups(target, flags)
             elif flags & m.MS_BIND or fstype == "bind":
                 self._bind(source, target, flags | m.MS_BIND)

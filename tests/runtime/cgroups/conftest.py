@@ -13,6 +13,7 @@ import time
 import pytest
 
 from cgroup_testlib import CGROUP_ROOT, MARK, UNIFIED_MOUNT
+from sampan.runtime.cgroups import Manager
 
 
 def leftovers() -> list[str]:
@@ -90,17 +91,24 @@ def name() -> str:
 
 
 class Gated:
-    """A child that waits for go() before running its command, so it can be moved into a
-    cgroup first. Killed and reaped at teardown."""
+    """A child that waits for go() before running its command, entering the cgroups of
+    `cgroup` (a manager) first thing after its fork, as a container's process does. Killed
+    and reaped at teardown."""
 
-    def __init__(self, script: str, *, python: bool = False) -> None:
+    def __init__(self, script: str, *, python: bool = False, cgroup: Manager | None = None) -> None:
         if python:
             argv = [sys.executable, "-I", "-S", "-c", "import sys; sys.stdin.readline()\n" + script]
         else:
             argv = ["sh", "-c", "read _go; " + script]
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        join = cgroup.join() if cgroup is not None else None
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                preexec_fn=(lambda: join.enter(cloned_into_v2=False)) if join is not None else None,
+            )
+        finally:
+            if join is not None:
+                join.close()
         self.pid = self.proc.pid
 
     def go(self) -> None:
@@ -121,8 +129,8 @@ class Gated:
 def spawn():
     children: list[Gated] = []
 
-    def make(script: str, *, python: bool = False) -> Gated:
-        child = Gated(script, python=python)
+    def make(script: str, *, python: bool = False, cgroup: Manager | None = None) -> Gated:
+        child = Gated(script, python=python, cgroup=cgroup)
         children.append(child)
         return child
 

@@ -21,8 +21,7 @@ def test_unified_dir_is_created_joined_and_removed(name, spawn, cleanup):
     assert unified == os.path.join(UNIFIED_MOUNT, name)
     m.create()
     assert os.path.isdir(unified)
-    child = spawn("exec sleep 60")
-    m.apply(child.pid)
+    child = spawn("exec sleep 60", cgroup=m)
     with open(f"/proc/{child.pid}/cgroup") as f:
         assert f"0::/{name}\n" in f.read()
     m.kill_all(signal.SIGKILL)

@@ -25,7 +25,7 @@ def read(m, key: str, name: str) -> str:
         return f.read().strip()
 
 
-def test_create_set_apply_and_destroy(name, spawn, cleanup):
+def test_create_set_join_and_destroy(name, spawn, cleanup):
     m = manager_for(f"/{name}", name)
     cleanup(m)
     m.create()
@@ -47,8 +47,7 @@ def test_create_set_apply_and_destroy(name, spawn, cleanup):
     assert read(m, "cpu", "cpu.cfs_period_us") == "100000"
     assert read(m, "cpuset", "cpuset.cpus") == "0"
 
-    child = spawn("exec sleep 60")
-    m.apply(child.pid)
+    child = spawn("exec sleep 60", cgroup=m)
     assert m.pids() == [child.pid]
     with open(f"/proc/{child.pid}/cgroup") as f:
         lines = f.read().splitlines()
@@ -97,8 +96,7 @@ def test_pids_limit_stops_forks(name, spawn, cleanup):
     m.create()
     m.set({"pids": {"limit": 5}})
     # The sleeps let go of the pipes, so the shell's exit is seen while they still run.
-    child = spawn("i=0; while [ $i -lt 20 ]; do sleep 30 </dev/null >/dev/null 2>&1 & i=$((i+1)); done; wait")
-    m.apply(child.pid)
+    child = spawn("i=0; while [ $i -lt 20 ]; do sleep 30 </dev/null >/dev/null 2>&1 & i=$((i+1)); done; wait", cgroup=m)
     child.go()
     code, _out, err = child.finish()
     assert code != 0 and "fork" in err.lower(), err
@@ -115,8 +113,7 @@ def test_freeze_and_thaw_a_real_process(name, spawn, cleanup, tmp_path):
     cleanup(m)
     m.create()
     out = tmp_path / "ticks"
-    child = spawn(f"while :; do echo x >> {out}; sleep 0.01; done")
-    m.apply(child.pid)
+    child = spawn(f"while :; do echo x >> {out}; sleep 0.01; done", cgroup=m)
     child.go()
     assert wait_until(lambda: out.exists() and out.stat().st_size > 0)
 
@@ -137,8 +134,7 @@ def test_kill_all_keeps_a_paused_container_paused_for_other_signals(name, spawn,
     m = manager_for(f"/{name}", name)
     cleanup(m)
     m.create()
-    child = spawn("trap 'echo got-usr1' USR1; while :; do sleep 0.05; done")
-    m.apply(child.pid)
+    child = spawn("trap 'echo got-usr1' USR1; while :; do sleep 0.05; done", cgroup=m)
     child.go()
     m.freeze()
     m.kill_all(signal.SIGUSR1)
@@ -153,8 +149,7 @@ def test_oom_kill_is_reported(name, spawn, cleanup):
     cleanup(m)
     m.create()
     m.set({"memory": {"limit": 32 * MiB, "swap": 32 * MiB}})
-    child = spawn("b = b'x' * (256 << 20)", python=True)
-    m.apply(child.pid)
+    child = spawn("b = b'x' * (256 << 20)", python=True, cgroup=m)
     child.go()
     assert child.proc.wait(timeout=20) == -signal.SIGKILL
     assert m.oom_killed()
@@ -171,8 +166,7 @@ def test_device_rules(name, spawn, cleanup):
     assert "c 1:3 rwm" in listed and "c 136:* rwm" in listed and len(listed) == len(DEFAULT_DEVICE_RULES)
 
     probe = "import os, sys\nfor p in ('/dev/null', '/dev/kmsg'):\n    try:\n        os.close(os.open(p, os.O_RDONLY)); print(p, 'ok')\n    except OSError as e:\n        print(p, e.errno)\n"
-    child = spawn(probe, python=True)
-    m.apply(child.pid)
+    child = spawn(probe, python=True, cgroup=m)
     child.go()
     code, out, err = child.finish()
     assert code == 0, err

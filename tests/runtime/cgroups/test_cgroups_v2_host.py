@@ -35,8 +35,7 @@ def v2_manager(name: str, path: str | None = None):
 
 
 def probe(m, spawn) -> dict[str, str]:
-    child = spawn(PROBE, python=True)
-    m.apply(child.pid)
+    child = spawn(PROBE, python=True, cgroup=m)
     child.go()
     code, out, err = child.finish()
     assert code == 0, err
@@ -51,16 +50,14 @@ def attached_programs(m) -> list[int]:
         os.close(fd)
 
 
-def test_create_apply_pids_destroy(name, spawn, cleanup):
+def test_create_join_pids_destroy(name, spawn, cleanup):
     m = v2_manager(name, f"/{name}/inner")
     cleanup(m)
     m.create()
     m.create()
     d = m.paths()[""]
     assert os.path.isdir(d) and m.to_state()["created"] == [os.path.dirname(d)]
-    children = [spawn("exec sleep 60") for _ in range(2)]
-    for child in children:
-        m.apply(child.pid)
+    children = [spawn("exec sleep 60", cgroup=m) for _ in range(2)]
     assert sorted(m.pids()) == sorted(c.pid for c in children)
     assert m.stats()["cpu"]["usage_ns"] >= 0
     m.kill_all(signal.SIGKILL)
@@ -77,8 +74,7 @@ def test_freeze_and_thaw(name, spawn, cleanup, tmp_path):
     cleanup(m)
     m.create()
     out = tmp_path / "ticks"
-    child = spawn(f"while :; do echo x >> {out}; sleep 0.01; done")
-    m.apply(child.pid)
+    child = spawn(f"while :; do echo x >> {out}; sleep 0.01; done", cgroup=m)
     child.go()
     assert wait_until(lambda: out.exists() and out.stat().st_size > 0)
     m.freeze()
@@ -98,8 +94,7 @@ def test_kill_all_with_a_catchable_signal_freezes_around_the_sweep(name, spawn, 
     m = v2_manager(name)
     cleanup(m)
     m.create()
-    child = spawn("trap 'exit 7' TERM; while :; do sleep 0.05; done")
-    m.apply(child.pid)
+    child = spawn("trap 'exit 7' TERM; while :; do sleep 0.05; done", cgroup=m)
     child.go()
     time.sleep(0.1)
     m.kill_all(signal.SIGTERM)

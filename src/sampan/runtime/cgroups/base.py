@@ -5,6 +5,8 @@ import abc
 import os
 
 from . import fs
+from .hierarchy import UNIFIED
+from .join import Join
 
 SIGKILL = 9  # the same on every Linux architecture; saves importing signal (enum) at start
 
@@ -13,8 +15,9 @@ FREEZE_TIMEOUT = 5.0
 
 
 class Manager(abc.ABC):
-    """One container's cgroup(s). Lifecycle: create() -> set(resources) -> apply(pid) ...
-    -> kill_all(SIGKILL) -> destroy(). If create() or set() raises, call destroy()."""
+    """One container's cgroup(s). Lifecycle: create() -> join() for the process forked next,
+    which enters them itself -> set(resources) ... -> kill_all(SIGKILL) -> destroy(). If
+    create() or set() raises, call destroy()."""
 
     mode: str
 
@@ -27,10 +30,6 @@ class Manager(abc.ABC):
     @abc.abstractmethod
     def create(self) -> None:
         """mkdir the cgroup(s) and missing ancestors; idempotent."""
-
-    @abc.abstractmethod
-    def apply(self, pid: int) -> None:
-        """Move `pid` into the cgroup(s)."""
 
     @abc.abstractmethod
     def set(self, resources: dict) -> None:
@@ -111,6 +110,12 @@ class Manager(abc.ABC):
     def paths(self) -> dict[str, str]:
         """hierarchy key -> absolute cgroup dir: a v1 controller ("memory", "name=systemd")
         or "" for cgroup2, as in /proc/<pid>/cgroup."""
+
+    def join(self) -> Join:
+        """Handles through which a process forked next puts itself into the cgroup(s) (see
+        join.py); the caller closes them in the parent after the fork."""
+        dirs = self.paths()
+        return Join(unique([d for key, d in dirs.items() if key != UNIFIED]), dirs.get(UNIFIED))
 
     def to_state(self) -> dict:
         """JSON-serialisable; manager_from_state() rebuilds the manager from it."""

@@ -29,10 +29,6 @@ class HybridManager(Manager):
             # The parts record the ancestors they make; the whole keeps one list for state.
             self._created = unique(self._created + self._v1._created + self._v2._created)
 
-    def apply(self, pid: int) -> None:
-        self._v1.apply(pid)
-        self._v2.apply(pid)
-
     def set(self, resources: dict) -> None:
         if resources.get("unified"):
             raise ValueError("unified resources require cgroup v2")

@@ -30,10 +30,6 @@ class V1Manager(Manager):
         if "cpuset" in self._paths:
             _inherit_cpuset(self._paths["cpuset"])
 
-    def apply(self, pid: int) -> None:
-        for d in self._leaves():
-            fs.write(d, "cgroup.procs", str(pid))
-
     def set(self, resources: dict) -> None:
         plan = v1_resources.plan(resources, fs.Files(self._dir_of))
         for name, value in plan:

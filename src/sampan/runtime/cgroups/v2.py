@@ -41,9 +41,6 @@ class V2Manager(Manager):
         if self._enable_all:
             self._offer(self.hierarchy_controllers())
 
-    def apply(self, pid: int) -> None:
-        fs.write(self._path, "cgroup.procs", str(pid))
-
     def set(self, resources: dict) -> None:
         # Input is checked before the first write; enabling controllers comes before
         # planning, which reads some of their files.

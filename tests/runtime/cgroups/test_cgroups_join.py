@@ -1,0 +1,99 @@
+"""A forked process entering its cgroups itself (cgroups/join.py, linux/clone.py): cloned
+into the cgroup2 directory and writing itself into the v1 hierarchies, or, without clone3,
+writing itself into all of them; the way create and exec put a container's process there."""
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from cgroup_testlib import needs_root
+from sampan.linux.clone import fork_into, single_threaded
+from sampan.linux.namespaces import CLONE_NEWPID
+from sampan.runtime.cgroups import manager_for
+
+pytestmark = [needs_root]
+
+
+def _fork_and_report(fork) -> tuple[int, list[str]]:
+    """(pid as the child sees itself, lines of its /proc/self/cgroup) of a child forked by
+    `fork(write_fd)`, which returns what fork_into or os.fork return and runs the child's
+    first steps."""
+    r, w = os.pipe()
+    pid = fork(w)
+    if pid == 0:
+        try:
+            with open("/proc/self/cgroup") as f:
+                os.write(w, f"{os.getpid()}\n{f.read()}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        own_pid, *lines = f.read().splitlines()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return int(own_pid), lines
+
+
+def _in_all(lines: list[str], name: str) -> bool:
+    return bool(lines) and all(line.endswith(f"/{name}") for line in lines)
+
+
+@pytest.mark.skipif(not single_threaded(), reason="the test process has other threads")
+def test_a_process_cloned_into_its_cgroups_is_in_every_one(name, cleanup):
+    m = manager_for(f"/{name}", name)
+    cleanup(m)
+    m.create()
+    join = m.join()
+
+    def fork(_w: int) -> int:
+        pid = fork_into(join.v2_dir_fd, CLONE_NEWPID)
+        assert pid is not None, "clone3 is not available here"
+        if pid == 0:
+            join.enter(cloned_into_v2=True)
+        else:
+            join.close()
+        return pid
+
+    own_pid, lines = _fork_and_report(fork)
+    assert own_pid == 1  # the new pid namespace
+    assert _in_all(lines, name), lines
+    m.destroy()
+
+
+def test_without_clone3_the_process_writes_itself_into_every_one(name, cleanup):
+    m = manager_for(f"/{name}", name)
+    cleanup(m)
+    m.create()
+    join = m.join()
+
+    def fork(_w: int) -> int:
+        pid = os.fork()
+        if pid == 0:
+            join.enter(cloned_into_v2=False)
+        else:
+            join.close()
+        return pid
+
+    _, lines = _fork_and_report(fork)
+    assert _in_all(lines, name), lines
+    m.destroy()
+
+
+def test_fork_into_leaves_a_process_with_threads_to_os_fork():
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    try:
+        assert fork_into(None) is None
+    finally:
+        release.set()
+        thread.join()
+
+
+def test_a_cgroup_that_is_not_there_fails_the_join_naming_it(name):
+    m = manager_for(f"/{name}", name)
+    with pytest.raises(OSError) as info:
+        m.join()
+    assert f"/{name}" in str(info.value) and "cgroup: open" in str(info.value)
