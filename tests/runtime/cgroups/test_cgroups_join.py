@@ -12,16 +12,26 @@ from cgroup_testlib import needs_root
 from sampan.linux.clone import fork_into, single_threaded
 from sampan.linux.namespaces import CLONE_NEWPID
 from sampan.runtime.cgroups import manager_for
+from sampan.runtime.cgroups.join import Join
 
 pytestmark = [needs_root]
 
 
-def _fork_and_report(fork) -> tuple[int, list[str]]:
-    """(pid as the child sees itself, lines of its /proc/self/cgroup) of a child forked by
-    `fork(write_fd)`, which returns what fork_into or os.fork return and runs the child's
-    first steps."""
+def _child_report(name: str, cleanup, fork) -> tuple[int, list[str]]:
+    """(pid as the child sees itself, lines of its /proc/self/cgroup) of a child that
+    `fork(join)` forks for the cgroups `name` (made here) and that enters them: it returns
+    what fork_into or os.fork return."""
+    m = manager_for(f"/{name}", name)
+    cleanup(m)
+    m.create()
+    join = m.join()
     r, w = os.pipe()
-    pid = fork(w)
+    pid = -1
+    try:
+        pid = fork(join)
+    finally:
+        if pid != 0:
+            join.close()
     if pid == 0:
         try:
             with open("/proc/self/cgroup") as f:
@@ -33,6 +43,7 @@ def _fork_and_report(fork) -> tuple[int, list[str]]:
         own_pid, *lines = f.read().splitlines()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+    m.destroy()
     return int(own_pid), lines
 
 
@@ -42,43 +53,27 @@ def _in_all(lines: list[str], name: str) -> bool:
 
 @pytest.mark.skipif(not single_threaded(), reason="the test process has other threads")
 def test_a_process_cloned_into_its_cgroups_is_in_every_one(name, cleanup):
-    m = manager_for(f"/{name}", name)
-    cleanup(m)
-    m.create()
-    join = m.join()
-
-    def fork(_w: int) -> int:
+    def fork(join: Join) -> int:
         pid = fork_into(join.v2_dir_fd, CLONE_NEWPID)
         assert pid is not None, "clone3 is not available here"
         if pid == 0:
             join.enter(cloned_into_v2=True)
-        else:
-            join.close()
         return pid
 
-    own_pid, lines = _fork_and_report(fork)
+    own_pid, lines = _child_report(name, cleanup, fork)
     assert own_pid == 1  # the new pid namespace
     assert _in_all(lines, name), lines
-    m.destroy()
 
 
 def test_without_clone3_the_process_writes_itself_into_every_one(name, cleanup):
-    m = manager_for(f"/{name}", name)
-    cleanup(m)
-    m.create()
-    join = m.join()
-
-    def fork(_w: int) -> int:
+    def fork(join: Join) -> int:
         pid = os.fork()
         if pid == 0:
             join.enter(cloned_into_v2=False)
-        else:
-            join.close()
         return pid
 
-    _, lines = _fork_and_report(fork)
+    _, lines = _child_report(name, cleanup, fork)
     assert _in_all(lines, name), lines
-    m.destroy()
 
 
 def test_fork_into_leaves_a_process_with_threads_to_os_fork():
