@@ -24,12 +24,16 @@ def _add_busybox():
 def start_daemon(tmp_path_factory, args: tuple[str, ...] = (), network: str = "own") -> Sampand:
     """A sampand on new roots with busybox in its store; end it with stop_daemon. Its network
     namespace is its own (other tests add and remove host links meanwhile) unless ``network``
-    is "host" (to reach servers of the host's, such as a test registry)."""
+    is "host" (to reach servers of the host's, such as a test registry): then it has no default
+    bridge and leaves the firewall alone (``--bridge none --iptables=false``), so it never
+    changes the host's network."""
     root = str(tmp_path_factory.mktemp("sampand") / "root")
     from sampan.image.store import ImageStore
     store = ImageStore(root)
     _add_busybox()(store)
     store.close()
+    if network == "host":
+        args = (*args, "--bridge", "none", "--iptables=false")
     d = Sampand(root, args, network=network)
     try:
         d.start()

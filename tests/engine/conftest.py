@@ -74,10 +74,21 @@ def roots(tmp_path):
 
 
 @pytest.fixture
-def engine(roots, host_watch):
+def engine_netns(tmp_path):
+    """A network namespace the engine's networks live in (its bridge, firewall table, published
+    ports): each test's own, so tests run side by side and the host's network is never touched."""
+    from sampan.network import netns
+    path = str(tmp_path / "engine-netns")
+    netns.create(path)
+    yield path
+    netns.remove(path)
+
+
+@pytest.fixture
+def engine(roots, host_watch, engine_netns):
     from sampan.engine.containers import Engine
     root, exec_root = roots
-    eng = Engine(root, exec_root)
+    eng = Engine(root, exec_root, network_namespace=engine_netns)
     add_busybox(eng.images)
     host_watch.watch_root(os.path.join(exec_root, "runtime"))
     created = []

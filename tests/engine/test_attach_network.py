@@ -1,7 +1,9 @@
 """Attach before start (docker run: create, attach, start, wait), --rm on a failed start,
 and the network modes (none, host, the default), on real containers through the Engine."""
+import ipaddress
 import os
 import socket
+import subprocess
 import struct
 import time
 
@@ -130,15 +132,15 @@ def test_failed_start_attach_then_auto_remove(engine):
 
 
 # ------------------------------------------------------------------ networks
-def _host_ifaces() -> list[str]:
-    return sorted(os.listdir("/sys/class/net"))
+def _links(netns_path: str) -> list[str]:
+    out = subprocess.run(["nsenter", f"--net={netns_path}", "ip", "-o", "link"], capture_output=True, text=True,
+                         check=True).stdout
+    return sorted(line.split(": ")[1].split("@")[0] for line in out.splitlines())
 
 
-@pytest.mark.parametrize("mode", [None, "none", "bridge"])
-def test_network_none_and_default_have_only_lo_up(engine, run, mode):
-    hc = {"NetworkMode": mode} if mode else {}
+def test_network_none_has_only_lo_up(engine, run):
     code, out, cid = run(["sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/flags; hostname; "
-                                      "ip -4 addr show lo | grep -o 'inet [0-9./]*'"], HostConfig=hc)
+                                      "ip -4 addr show lo | grep -o 'inet [0-9./]*'"], HostConfig={"NetworkMode": "none"})
     assert code == 0, out
     assert out == b"lo\n0x9\n" + cid[:12].encode() + b"\ninet 127.0.0.1/8\n"   # 0x9: IFF_UP|IFF_LOOPBACK
     info = engine.inspect(cid)
@@ -147,14 +149,41 @@ def test_network_none_and_default_have_only_lo_up(engine, run, mode):
     assert info["NetworkSettings"]["IPAddress"] == "" and info["NetworkSettings"]["Ports"] == {}
     ps = engine.list(all=True, filters={"id": [cid]})[0]
     assert ps["HostConfig"] == {"NetworkMode": "none"} and list(ps["NetworkSettings"]["Networks"]) == ["none"]
+    assert os.listdir(engine.net.netns_dir) == []  # (its namespace went with its run)
 
 
-def test_network_host(engine, run):
+@pytest.mark.parametrize("mode", [None, "bridge"])
+def test_default_network_is_the_bridge(engine, run, engine_netns, mode):
+    hc = {"NetworkMode": mode} if mode else {}
+    code, out, cid = run(["sh", "-c", "ls /sys/class/net; ip -4 -o addr show eth0 | grep -o 'inet [0-9./]*'; "
+                                      "ip route | grep default; tail -1 /etc/hosts"], HostConfig=hc)
+    assert code == 0, out
+    assert out.decode().splitlines()[:2] == ["eth0", "lo"]
+    inet, route, hosts_line = out.decode().splitlines()[2:5]
+    net = engine.network_inspect("bridge")
+    subnet = net["IPAM"]["Config"][0]["Subnet"]
+    assert ipaddress.ip_interface(inet.split()[1]).network == ipaddress.ip_network(subnet)
+    assert route.startswith(f"default via {net['IPAM']['Config'][0]['Gateway']} dev eth0")
+    assert hosts_line == f"{inet.split()[1].split('/')[0]}\t{cid[:12]}"
+    info = engine.inspect(cid)
+    assert info["HostConfig"]["NetworkMode"] == "bridge" and list(info["NetworkSettings"]["Networks"]) == ["bridge"]
+    # exited: no address, no veth, no namespace left; the bridge stays
+    assert info["NetworkSettings"]["IPAddress"] == "" and info["NetworkSettings"]["Networks"]["bridge"]["NetworkID"] == net["Id"]
+    assert os.listdir(engine.net.netns_dir) == [] and engine.net.endpoints() == []
+    # the kernel deletes the veth with the namespace, in the background (its netns cleanup work)
+    deadline = time.monotonic() + 5
+    while _links(engine_netns) != ["lo", "sampan0"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _links(engine_netns) == ["lo", "sampan0"]
+
+
+def test_network_host(engine, run, engine_netns):
+    """host: the engine's own namespace (here the test's engine namespace), and the host's files."""
     code, out, cid = run(["sh", "-c", "ls /sys/class/net; echo ---; hostname; echo ---; cat /etc/hosts; "
                                       "echo ---; cat /etc/resolv.conf"], HostConfig={"NetworkMode": "host"})
     assert code == 0, out
     ifaces, hostname, hosts, resolv = out.decode().split("---\n")
-    assert sorted(ifaces.split()) == _host_ifaces() and len(_host_ifaces()) > 1
+    assert sorted(ifaces.split()) == _links(engine_netns)
     assert hostname.strip() == os.uname().nodename
     assert hosts == open("/etc/hosts").read()
     assert resolv == open("/etc/resolv.conf").read()
@@ -173,9 +202,10 @@ def test_network_running_inspect_and_unknown(engine):
     engine.start(cid)
     ns = engine.inspect(cid)["NetworkSettings"]
     pid = engine.inspect(cid)["State"]["Pid"]
-    assert ns["SandboxKey"] == f"/proc/{pid}/ns/net"
-    assert os.readlink(ns["SandboxKey"]) != os.readlink("/proc/self/ns/net")
-    assert ns["Networks"]["none"]["EndpointID"]
+    assert ns["SandboxKey"] == os.path.join(engine.exec_root, "netns", cid)
+    assert os.stat(ns["SandboxKey"]).st_ino == os.stat(f"/proc/{pid}/ns/net").st_ino
+    assert ns["Networks"]["bridge"]["EndpointID"] and ns["IPAddress"] == ns["Networks"]["bridge"]["IPAddress"]
     engine.remove(cid, force=True)
+    assert not os.path.exists(ns["SandboxKey"])
     with pytest.raises(NotFound):
         engine.create({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "nosuchnet"}})

@@ -34,10 +34,10 @@ def _demux(data: bytes) -> tuple[bytes, bytes]:
 
 
 @pytest.fixture
-def runc_engine(roots, host_watch):
+def runc_engine(roots, host_watch, engine_netns):
     from sampan.engine.containers import Engine
     root, exec_root = roots
-    eng = Engine(root, exec_root, runtimes={"runc": {"path": RUNC}})
+    eng = Engine(root, exec_root, runtimes={"runc": {"path": RUNC}}, network_namespace=engine_netns)
     _conftest("engine").add_busybox(eng.images)
     runc_root = os.path.join(exec_root, "runtimes", "runc")
     host_watch.watch_root(runc_root)

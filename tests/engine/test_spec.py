@@ -66,7 +66,7 @@ def test_build_defaults(tmp_path):
     cid = "c" * 64
     cfg = spec.merge_config(IMG, {}, cid)
     s = spec.build(container_id=cid, config=cfg, host_config={"ShmSize": 1 << 20}, rootfs=str(tmp_path),
-                   container_dir="/cdir", mounts=[])
+                   container_dir="/cdir", mounts=[], netns_path="/run/x/netns/c")
     p = s["process"]
     assert p["args"] == ["/ep", "c1"] and p["cwd"] == "/w"
     assert p["user"] == {"uid": 65534, "gid": 65534, "additionalGids": [50]}
@@ -80,16 +80,17 @@ def test_build_defaults(tmp_path):
     assert dests["/etc/hosts"]["source"] == "/cdir/hosts" and "ro" in dests["/sys"]["options"]
     assert s["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
     assert s["linux"]["cgroupsPath"].endswith(cid)
+    assert {"type": "network", "path": "/run/x/netns/c"} in s["linux"]["namespaces"]
     # --init, --privileged, seccomp=unconfined, host network
     s = spec.build(container_id=cid, config=cfg, host_config={"Init": True, "Privileged": True, "NetworkMode": "host"},
-                   rootfs=str(tmp_path), container_dir="/cdir", mounts=[])
+                   rootfs=str(tmp_path), container_dir="/cdir", mounts=[], netns_path=None)
     assert s["process"]["args"][:2] == ["/sbin/docker-init", "--"]
     assert any(m["destination"] == "/sbin/docker-init" and m["source"] == spec.TINI for m in s["mounts"])
     assert "seccomp" not in s["linux"] and s["linux"]["maskedPaths"] == [] and s["linux"]["readonlyPaths"] == []
     assert "network" not in {n["type"] for n in s["linux"]["namespaces"]}
     s = spec.build(container_id=cid, config=cfg, host_config={"SecurityOpt": ["seccomp=unconfined",
                                                                               "no-new-privileges"]},
-                   rootfs=str(tmp_path), container_dir="/cdir", mounts=[])
+                   rootfs=str(tmp_path), container_dir="/cdir", mounts=[], netns_path="/run/x/netns/c")
     assert "seccomp" not in s["linux"] and s["process"]["noNewPrivileges"] is True
 
 

@@ -35,7 +35,7 @@ _API = _api_conftest()
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     """A sampand on its own roots with busybox:latest in its store."""
-    d = _API.start_daemon(tmp_path_factory)
+    d = _API.start_daemon(tmp_path_factory, network="host")  # (it reaches the test registries on the host)
     yield d
     _API.stop_daemon(d)
 

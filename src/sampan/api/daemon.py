@@ -1,7 +1,8 @@
 """`sampand`: serve the Docker Engine API on a unix socket.
 
 sampand --root R --exec-root E [--host unix://PATH] [--insecure-registry HOST]...
-        [--add-runtime NAME=PATH]... [--default-runtime NAME] [--debug]
+        [--add-runtime NAME=PATH]... [--default-runtime NAME] [--bridge none] [--bip CIDR]
+        [--iptables=false] [--debug]
 Writes <exec_root>/sampand.pid, reconciles the engine on start, removes its socket on exit.
 """
 from __future__ import annotations
@@ -30,7 +31,28 @@ def socket_path(host: str | None, exec_root: str) -> str:
 def _make_engine(args: argparse.Namespace):
     from ..engine.containers import Engine
     return Engine(args.root, args.exec_root, reconcile=False, runtimes=args.add_runtime,
-                  default_runtime=args.default_runtime)
+                  default_runtime=args.default_runtime, firewall=args.iptables,
+                  default_bridge=args.bridge != "none", bridge_subnet=args.bip[0], bridge_gateway=args.bip[1])
+
+
+def _bool_option(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r}: expected true or false")
+
+
+def _bip_option(value: str) -> tuple[str, str]:
+    """--bip GATEWAY/PREFIX (dockerd's): the default bridge's address, so its subnet and gateway."""
+    import ipaddress
+    try:
+        iface = ipaddress.IPv4Interface(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected an IPv4 address with a prefix, as 172.17.0.1/16") from None
+    if iface.ip in (iface.network.network_address, iface.network.broadcast_address):
+        raise argparse.ArgumentTypeError(f"{value!r}: the address must be a host address of its subnet")
+    return str(iface.network), str(iface.ip)
 
 
 def _runtime_option(value: str) -> tuple[str, dict]:
@@ -78,6 +100,7 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     engine = await loop.run_in_executor(None, _make_engine, args)
     await loop.run_in_executor(None, engine.reconcile)
+    engine.net.warm()
     api = API(engine, args.root, args.exec_root, insecure_registries=args.insecure_registry)
     app = api.app()
     runner = web.AppRunner(app, access_log=logging.getLogger("sampand.access") if args.debug else None,
@@ -133,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="an OCI runtime containers can select with --runtime NAME (repeatable)")
     p.add_argument("--default-runtime", default="sampan", metavar="NAME",
                    help="the runtime of containers that select none (default: sampan, the built-in one)")
+    p.add_argument("-b", "--bridge", default="", choices=["", "none"],
+                   help="none: no default bridge network (containers get only lo unless they name a network)")
+    p.add_argument("--bip", type=_bip_option, default=("", ""), metavar="CIDR",
+                   help="the default bridge's address, as 172.17.0.1/16 (default: a subnet clear of the host's routes)")
+    p.add_argument("--iptables", type=_bool_option, default=True, metavar="BOOL",
+                   help="false: leave the host's firewall alone (no NAT, no published ports)")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     args.add_runtime = dict(args.add_runtime)

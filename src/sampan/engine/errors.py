@@ -23,6 +23,11 @@ class Conflict(EngineError, errors.Conflict):
     kind = errors.CONFLICT
 
 
+class Forbidden(EngineError, errors.Forbidden):
+    """403: what the object forbids (removing a pre-defined network, one with endpoints)."""
+    kind = errors.FORBIDDEN
+
+
 class InvalidParameter(EngineError, errors.Invalid):
     kind = errors.INVALID
 

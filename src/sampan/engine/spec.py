@@ -382,12 +382,12 @@ def _all_host_devices() -> list[dict]:
 
 # ---------------------------------------------------------------- the spec
 def build(*, container_id: str, config: dict, host_config: dict, rootfs: str, container_dir: str,
-          mounts: list[dict]) -> dict:
-    """The OCI config.json. ``mounts`` are resolved (each has a host Source; tmpfs none)."""
+          mounts: list[dict], netns_path: str | None) -> dict:
+    """The OCI config.json. ``mounts`` are resolved (each has a host Source; tmpfs none);
+    ``netns_path``: the network namespace the container joins (None: the caller's own)."""
     hc = host_config
     privileged = bool(hc.get("Privileged"))
-    network = (hc.get("NetworkMode") or "default")
-    host_net = network == "host"
+    host_net = (hc.get("NetworkMode") or "default") == "host"
     caps = capabilities(hc)
     nnp, seccomp = security_options(hc)
     user = resolve_user(rootfs, config.get("User") or "", hc.get("GroupAdd"))
@@ -457,11 +457,12 @@ def build(*, container_id: str, config: dict, host_config: dict, rootfs: str, co
         mnts = [x for x in mnts if x["destination"] != m["Destination"]]
         mnts.append({"destination": m["Destination"], "type": "bind", "source": m["Source"], "options": opts})
 
-    # --network host: no network namespace; the UTS namespace stays the container's own (with
-    # the host's name as its hostname, as Docker does), so the host's name cannot be changed.
+    # --network host: the engine's network namespace; the UTS namespace stays the container's
+    # own (with the host's name as its hostname, as Docker does), so the host's name cannot be
+    # changed. Every other mode joins a namespace the engine made (engine/networking.py).
     namespaces = [{"type": t} for t in ("mount", "uts", "pid", "ipc", "cgroup")]
-    if not host_net:
-        namespaces.append({"type": "network"})
+    if netns_path:
+        namespaces.append({"type": "network", "path": netns_path})
     devices: list[dict] = []
     rules = list(DEFAULT_DEVICE_RULES)
     if privileged:
@@ -506,52 +507,3 @@ def build(*, container_id: str, config: dict, host_config: dict, rootfs: str, co
     if config.get("Domainname"):
         spec["domainname"] = config["Domainname"]
     return spec
-
-
-# ---------------------------------------------------------------- hosts files
-def hosts_file(hostname: str, host_net: bool) -> str:
-    if host_net:
-        try:
-            with open("/etc/hosts") as f:
-                return f.read()
-        except OSError:
-            pass
-    return ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
-            "ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
-
-
-def resolv_conf(host_net: bool, dns: list[str] | None = None, search: list[str] | None = None,
-                options: list[str] | None = None) -> str:
-    try:
-        with open("/etc/resolv.conf") as f:
-            host = f.read()
-    except OSError:
-        host = ""
-    if host_net and not (dns or search or options):
-        return host
-    servers, searches, opts = [], [], []
-    for line in host.splitlines():
-        parts = line.split()
-        if not parts or parts[0].startswith(("#", ";")):
-            continue
-        if parts[0] == "nameserver" and len(parts) > 1:
-            if not (parts[1].startswith("127.") or parts[1] == "::1"):
-                servers.append(parts[1])
-        elif parts[0] == "search":
-            searches = parts[1:]
-        elif parts[0] == "options":
-            opts = parts[1:]
-    if dns:
-        servers = list(dns)
-    if not servers:
-        servers = ["8.8.8.8", "8.8.4.4"]
-    if search:
-        searches = list(search)
-    if options:
-        opts = list(options)
-    out = "".join(f"nameserver {s}\n" for s in servers)
-    if searches:
-        out += "search " + " ".join(searches) + "\n"
-    if opts:
-        out += "options " + " ".join(opts) + "\n"
-    return out

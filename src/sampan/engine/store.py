@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS containers (
     config TEXT NOT NULL,
     host_config TEXT NOT NULL,
     mounts TEXT NOT NULL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    networks TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS names (
     name TEXT PRIMARY KEY,
@@ -64,6 +65,9 @@ class Store:
         self.conn = statedb.connect(root, SCHEMA)
         self.conn.row_factory = sqlite3.Row
         self.lock = threading.RLock()
+        with self.tx() as c:  # a state.db of a release before networks
+            if "networks" not in {r[1] for r in c.execute("PRAGMA table_info(containers)")}:
+                c.execute("ALTER TABLE containers ADD COLUMN networks TEXT NOT NULL DEFAULT '{}'")
 
     def close(self) -> None:
         self.conn.close()
@@ -77,17 +81,17 @@ class Store:
         return {"id": row["id"], "name": row["name"], "image_id": row["image_id"], "image_ref": row["image_ref"],
                 "created": row["created"], "config": json.loads(row["config"]),
                 "host_config": json.loads(row["host_config"]), "mounts": json.loads(row["mounts"]),
-                "state": json.loads(row["state"])}
+                "state": json.loads(row["state"]), "networks": json.loads(row["networks"])}
 
     def add_container(self, rec: dict[str, Any]) -> None:
         with self.lock, self.tx() as c:
             owner = c.execute("SELECT container_id FROM names WHERE name = ?", (rec["name"],)).fetchone()
             if owner is not None:
                 raise NameTaken(rec["name"], owner[0])
-            c.execute("INSERT INTO containers VALUES (?,?,?,?,?,?,?,?,?)",
+            c.execute("INSERT INTO containers VALUES (?,?,?,?,?,?,?,?,?,?)",
                       (rec["id"], rec["name"], rec["image_id"], rec["image_ref"], rec["created"],
                        json.dumps(rec["config"]), json.dumps(rec["host_config"]), json.dumps(rec["mounts"]),
-                       json.dumps(rec["state"])))
+                       json.dumps(rec["state"]), json.dumps(rec.get("networks") or {})))
             c.execute("INSERT INTO names VALUES (?, ?)", (rec["name"], rec["id"]))
             for m in rec["mounts"]:
                 if m.get("Type") == "volume" and m.get("Name"):
@@ -133,6 +137,18 @@ class Store:
             state.update(changes)
             c.execute("UPDATE containers SET state = ? WHERE id = ?", (json.dumps(state), cid))
         return state
+
+    def update_networks(self, cid: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """change(the container's endpoint requests) edits them in place, in one transaction
+        (it may refuse by raising)."""
+        with self.lock, self.tx() as c:
+            row = c.execute("SELECT networks FROM containers WHERE id = ?", (cid,)).fetchone()
+            if row is None:
+                raise KeyError(cid)
+            networks = json.loads(row[0])
+            change(networks)
+            c.execute("UPDATE containers SET networks = ? WHERE id = ?", (json.dumps(networks), cid))
+        return networks
 
     def rename(self, cid: str, new: str) -> None:
         with self.lock, self.tx() as c:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ...image.store import ImageStore
     from ...supervisor.client import Client
     from ..events import Events
+    from ..networking import Networking
     from ..restart import Restarter
     from ..store import Store
     from ..volumes import Volumes
@@ -42,6 +43,7 @@ class EngineBase:
     events: Events
     images: ImageStore
     volumes: Volumes
+    net: Networking
     restarter: Restarter
     _locks: dict[str, threading.RLock]
     _locks_lock: threading.Lock
@@ -63,6 +65,10 @@ class EngineBase:
     default_runtime: str
     _subscribe: Callable[[], None]  # exits.ExitsMixin
     _catch_up: Callable[[], None]  # exits.ExitsMixin
+    _network_up: Callable[[dict], None]  # networks.NetworksMixin
+    _network_down: Callable[[dict], None]  # networks.NetworksMixin
+    _network_settings: Callable[[dict, bool], dict]  # networks.NetworksMixin
+    _network_summaries: Callable[[list[dict]], dict[str, tuple[dict, dict, list[dict]]]]  # networks.NetworksMixin
 
     def _sup(self) -> Client:
         """The supervisor's client; the first call subscribes to exits (see exits.py) before

@@ -15,7 +15,7 @@ from ...logs import jsonfile
 from ...runtime.fsutil import atomic_write, mkdir_all_in, secure_join
 from ...timefmt import ZERO_TIME
 from .. import names as _names
-from .. import network as _network
+from .. import netconfig
 from .. import restart as _restart
 from .. import spec as _spec
 from ..bodytypes import check_create_body
@@ -75,9 +75,20 @@ class CreateMixin(EngineBase):
                 raise NotFound(f"No such image: {image_ref}") from None
             raise InvalidParameter(str(e)) from None
         cid = secrets.token_hex(32)
-        network = hc.get("NetworkMode") or "default"
-        if network not in _network.REQUESTABLE:
-            raise NotFound(f"network {network} not found")
+        network = netconfig.mode_of(hc)
+        if network == "bridge" and not self.net.default_bridge:
+            if (hc.get("NetworkMode") or "default") != "default":
+                raise NotFound("network bridge not found")
+            # (sampand --bridge none: containers that name no network get only lo)
+            network = "none"
+            requested = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+            body["NetworkingConfig"] = {"EndpointsConfig": {
+                k: v for k, v in requested.items() if k not in ("default", "bridge")}}
+        target = self._network_target(network)
+        endpoints = netconfig.endpoint_configs(body, network)
+        for net_name in endpoints:
+            if net_name != "bridge":
+                self.net.get_network(net_name)  # (NotFound: "network X not found")
         if network == "host" and not body.get("Hostname"):
             body["Hostname"] = os.uname().nodename  # Docker: a host-network container has the host's name
         # (each raises InvalidParameter for what it cannot take)
@@ -89,7 +100,10 @@ class CreateMixin(EngineBase):
         _spec.resources(hc)
         _spec.rlimits(hc)
         _spec.parse_signal(config.get("StopSignal"))
-        hc.setdefault("NetworkMode", network)
+        netconfig.port_mappings(config, hc)  # (checked now, published at start)
+        netconfig.extra_hosts(hc, "0.0.0.0")
+        # (Docker 23+ stores the default as "bridge"; another container by its full id)
+        hc["NetworkMode"] = f"container:{target['id']}" if target is not None else network
         hc["LogConfig"] = log_config(hc.get("LogConfig"))
         hc["Runtime"] = hc.get("Runtime") or self.default_runtime
         if hc["Runtime"] not in self.runtimes:
@@ -133,22 +147,17 @@ class CreateMixin(EngineBase):
                                                    f"does not exist: {m['Source']}")
             if config.get("WorkingDir"):
                 mkdir_all_in(rootfs, secure_join(rootfs, config["WorkingDir"]))
-            host_net = network == "host"
-            hostname = config["Hostname"]
-            with open(os.path.join(cdir, "hostname"), "w") as f:
-                f.write((os.uname().nodename if host_net else hostname) + "\n")
-            with open(os.path.join(cdir, "hosts"), "w") as f:
-                f.write(_spec.hosts_file(hostname, host_net))
-            with open(os.path.join(cdir, "resolv.conf"), "w") as f:
-                f.write(_spec.resolv_conf(host_net, hc.get("Dns"), hc.get("DnsSearch"), hc.get("DnsOptions")))
+            # (rewritten at start, when the container has its addresses)
+            self.net.write_files(cdir, config, hc, [], {})
             oci = _spec.build(container_id=cid, config=config, host_config=hc, rootfs=rootfs,
-                              container_dir=cdir, mounts=mounts)
+                              container_dir=cdir, mounts=mounts,
+                              netns_path=self.net.spec_path(cid, network, target))
             os.makedirs(self._bundle(cid), mode=0o711)
             atomic_write(os.path.join(self._bundle(cid), "config.json"), json.dumps(oci).encode(), 0o600)
             path, args = _spec.path_and_args(config)
             rec = {"id": cid, "name": taken_name, "image_id": img.id, "image_ref": image_ref,
                    "created": time.time(), "config": config, "host_config": hc,
-                   "mounts": mounts,
+                   "mounts": mounts, "networks": endpoints,
                    "state": {"Status": Status.CREATED.value, "Pid": 0, "ExitCode": 0, "Error": "", "StartedAt": ZERO_TIME,
                              "FinishedAt": ZERO_TIME, "OOMKilled": False, "RestartCount": 0,
                              "ManuallyStopped": False, "Path": path, "Args": args, "Paused": False}}
@@ -175,6 +184,17 @@ class CreateMixin(EngineBase):
             raise
         self._emit(rec, "create")
         return cid
+
+    def _network_target(self, mode: str) -> dict | None:
+        """The container a ``container:ID`` mode joins (it must exist and have a namespace of
+        its own), else None."""
+        if netconfig.kind_of(mode) != "container":
+            return None
+        ref = mode.split(":", 1)[1]
+        target = self._get(ref)
+        if netconfig.kind_of(netconfig.mode_of(target["host_config"])) == "container":
+            raise InvalidParameter(f"cannot join the network of container {ref}: it shares another container's")
+        return target
 
     def _unmount_later(self, cid: str) -> None:
         with self._locks_lock:

@@ -19,6 +19,7 @@ from .. import restart as _restart
 from .. import spec as _spec
 from ..errors import EngineError, InvalidParameter
 from ..events import Events
+from ..networking import Networking
 from ..store import Store
 from ..volumes import Volumes
 from .base import BUILTIN_RUNTIME, time_arg
@@ -27,17 +28,26 @@ from .exec import ExecMixin
 from .exits import ExitsMixin
 from .inspect import InspectMixin
 from .lifecycle import LifecycleMixin
-from .state import ACTIVE, Status, status_of
+from .networks import NetworksMixin
+from .state import ACTIVE, LIVE, Status, status_of
 from .streams import StreamsMixin
 from .system import SystemMixin
 
 
-class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, StreamsMixin, SystemMixin):
+class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, StreamsMixin, SystemMixin,
+             NetworksMixin):
     def __init__(self, root: str, exec_root: str, images: ImageStore | None = None,
                  start_supervisor: bool = True, reconcile: bool = True,
-                 runtimes: dict[str, dict] | None = None, default_runtime: str = BUILTIN_RUNTIME) -> None:
+                 runtimes: dict[str, dict] | None = None, default_runtime: str = BUILTIN_RUNTIME,
+                 network_namespace: str | None = None, firewall: bool = True, default_bridge: bool = True,
+                 bridge_subnet: str = "", bridge_gateway: str = "") -> None:
         """runtimes: OCI runtimes besides the built-in one, name -> {"path", "runtimeArgs"}
-        (sampand's --add-runtime); default_runtime: for containers that name none."""
+        (sampand's --add-runtime); default_runtime: for containers that name none.
+        network_namespace: a namespace file the engine's networks live in (default: this
+        process's); firewall: False leaves the firewall alone (no NAT, no published ports);
+        default_bridge: False has no default network (containers that name none get only lo);
+        bridge_subnet/bridge_gateway: the default network's (default: picked clear of the
+        host's routes)."""
         self.root = os.path.abspath(root)
         self.runtimes = {BUILTIN_RUNTIME: {"path": "sampan-runc"}, **(runtimes or {})}
         if default_runtime not in self.runtimes:
@@ -54,6 +64,8 @@ class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, S
         if images is not None:
             images.in_use = self._image_in_use
         self.volumes = Volumes(self.root, self.store, self.events)
+        self.net = Networking(self.root, self.exec_root, network_namespace, firewall, default_bridge,
+                              bridge_subnet, bridge_gateway)
         self.restarter = _restart.Restarter(self._restart_start)
         self._locks: dict[str, threading.RLock] = {}
         self._locks_lock = threading.Lock()
@@ -100,6 +112,7 @@ class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, S
             self._exit_pool.shutdown(wait=True, cancel_futures=True)
         if self._sup_client is not None:
             self._sup_client.close()
+        self.net.close()
         self.store.close()
         if self._own_images:
             self.images.close()
@@ -129,23 +142,34 @@ class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, S
     events_ = events_stream
 
     # ------------------------------------------------------------------ reconcile
+    def _restore_networks(self) -> None:
+        """Bridges and rules back after a reboot; nothing left of containers not running."""
+        try:
+            self.net.restore({r["id"] for r in self.store.all() if self._status(r) in LIVE})
+        except (EngineError, OSError) as e:
+            import logging
+            logging.getLogger("sampan.engine").warning("restoring the networks failed: %s", e)
+
     def reconcile(self) -> None:
         """After a (re)start of the engine: sweep what removals cut short left, match state.db
         with the supervisor (subscribing to exits catches up with those that happened while
         the engine was down) and apply restart policies."""
         self._sweep_files()
+        # Before anything can start: what a container recorded as running had stays (the
+        # catch-up below releases it if it died meanwhile), the rest goes.
+        self._restore_networks()
         recs = self.store.all()
-        if not any(self._status(r) in ACTIVE or
-                   (r["host_config"].get("RestartPolicy") or {}).get("Name") in ("always", "unless-stopped")
-                   for r in recs) and not self.store.running_execs():
-            return  # nothing to match: the supervisor starts with the first container
-        first = self._sup_client is None
-        try:
-            self._sup()  # (the first connection catches up with the exits)
-        except (SupervisorError, OSError):
-            return
-        if not first:
-            self._catch_up()
+        if any(self._status(r) in ACTIVE or
+               (r["host_config"].get("RestartPolicy") or {}).get("Name") in ("always", "unless-stopped")
+               for r in recs) or self.store.running_execs():
+            # (otherwise nothing to match: the supervisor starts with the first container)
+            first = self._sup_client is None
+            try:
+                self._sup()  # (the first connection catches up with the exits)
+            except (SupervisorError, OSError):
+                return
+            if not first:
+                self._catch_up()
         for rec in self.store.all():
             if status_of(rec["state"]) is Status.EXITED and rec["state"].get("StartedAt") != ZERO_TIME and \
                     _restart.restart_at_daemon_start(rec["host_config"].get("RestartPolicy") or {}, rec["state"]) \

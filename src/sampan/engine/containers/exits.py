@@ -181,6 +181,7 @@ class ExitsMixin(EngineBase):
                 except (SupervisorError, OSError):
                     pass
                 self._unmount(cid)
+                self._network_down(rec)
             st = self._set_status(cid, Status.EXITED, Pid=0, ExitCode=code, OOMKilled=oom,
                                   FinishedAt=finished, Paused=False)
             rec["state"] = st

@@ -10,7 +10,7 @@ from typing import Any
 
 from ...timefmt import ZERO_TIME, duration, parse_rfc3339, rfc3339
 from .. import filters as _filters
-from .. import network as _network
+from .. import netconfig
 from .. import spec as _spec
 from ..errors import Conflict, EngineError, InvalidParameter
 from .base import BUILTIN_RUNTIME, EngineBase
@@ -40,7 +40,7 @@ class InspectMixin(EngineBase):
         rec = self._get(ref)
         cid, st, cfg = rec["id"], rec["state"], rec["config"]
         hc = dict(rec["host_config"])
-        for k, v in (("Binds", None), ("NetworkMode", "none"), ("PortBindings", {}), ("AutoRemove", False),
+        for k, v in (("Binds", None), ("NetworkMode", "bridge"), ("PortBindings", {}), ("AutoRemove", False),
                      ("VolumeDriver", ""), ("VolumesFrom", None), ("CapAdd", None), ("CapDrop", None),
                      ("Dns", []), ("DnsOptions", []), ("DnsSearch", []), ("ExtraHosts", None),
                      ("IpcMode", "private"), ("Privileged", False), ("PublishAllPorts", False),
@@ -51,8 +51,7 @@ class InspectMixin(EngineBase):
                      ("Mounts", None), ("OomKillDisable", False), ("GroupAdd", None), ("ConsoleSize", [0, 0]),
                      ("Runtime", BUILTIN_RUNTIME), ("LogConfig", {"Type": "json-file", "Config": {}})):
             hc.setdefault(k, v)
-        # What the container has (the default is "none" until there is a bridge), everywhere.
-        hc["NetworkMode"] = _network.mode(hc)
+        hc["NetworkMode"] = netconfig.mode_of(hc)
         out = {
             "Id": cid,
             "Created": rfc3339(rec["created"]),
@@ -78,8 +77,7 @@ class InspectMixin(EngineBase):
                                                          "WorkDir": os.path.join(self.cdir(cid), "work")}},
             "Mounts": [self._mount_shape(m) for m in rec["mounts"]],
             "Config": {k: v for k, v in cfg.items()},
-            "NetworkSettings": _network.settings(cid, hc, int(st.get("Pid") or 0)
-                                                 if self._status(rec) in LIVE else 0),
+            "NetworkSettings": self._network_settings(rec, self._status(rec) in LIVE),
         }
         out["Config"]["Image"] = cfg.get("Image") or rec["image_ref"]
         return out
@@ -106,25 +104,29 @@ class InspectMixin(EngineBase):
              size: bool = False) -> list[dict]:
         filters = {k: (v if isinstance(v, list) else [v]) for k, v in (filters or {}).items()}
         out = []
+        chosen = []
         for rec in self.store.all():
-            st, status = rec["state"], self._status(rec)
+            status = self._status(rec)
             if not all and status not in ACTIVE and not filters.get("status"):
                 continue
             if not self._filter(rec, filters):
                 continue
+            chosen.append(rec)
+            if 0 < limit <= len(chosen):
+                break
+        networks = self._network_summaries(chosen)
+        for rec in chosen:
+            st, status = rec["state"], self._status(rec)
             path, args = st.get("Path", ""), st.get("Args", [])
             cmd = " ".join([path, *args]) if path else ""
-            net_hc, net_settings = _network.summary(rec["id"], rec["host_config"], int(st.get("Pid") or 0)
-                                                    if status in LIVE else 0)
+            net_hc, net_settings, ports = networks[rec["id"]]
             out.append({
                 "Id": rec["id"], "Names": ["/" + rec["name"]], "Image": rec["config"].get("Image") or rec["image_ref"],
-                "ImageID": rec["image_id"], "Command": cmd, "Created": int(rec["created"]), "Ports": [],
+                "ImageID": rec["image_id"], "Command": cmd, "Created": int(rec["created"]), "Ports": ports,
                 "Labels": rec["config"].get("Labels") or {}, "State": status.value, "Status": self._status_text(rec),
                 "HostConfig": net_hc, "NetworkSettings": net_settings,
                 "Mounts": [self._mount_shape(m) for m in rec["mounts"]],
             })
-            if 0 < limit <= len(out):
-                break
         return out
 
     def _filter(self, rec: dict, filters: dict[str, list[str]]) -> bool:
@@ -159,7 +161,11 @@ class InspectMixin(EngineBase):
             elif key == "volume":
                 if not any(m.get("Name") == v or m["Destination"] == v for m in rec["mounts"] for v in values):
                     return False
-            elif key in ("before", "since", "network", "health", "publish", "expose", "is-task"):
+            elif key == "network":
+                mode = netconfig.mode_of(rec["host_config"])
+                if not any(v in (rec.get("networks") or {}) or v == mode for v in values):
+                    return False
+            elif key in ("before", "since", "health", "publish", "expose", "is-task"):
                 continue
             else:
                 raise InvalidParameter(f"invalid filter '{key}'")

@@ -12,7 +12,6 @@ from ...runtime.fsutil import remove_tree
 from ...timefmt import ZERO_TIME, parse_rfc3339, rfc3339
 from .. import filters as _filters
 from .. import names as _names
-from .. import network as _network
 from .. import spec as _spec
 from ..errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
 from ..store import NameTaken
@@ -85,9 +84,11 @@ class LifecycleMixin(EngineBase):
             return pid
         self._idle_mounts.pop(cid, None)
         cfg, hc = rec["config"], rec["host_config"]
+        self._network_up(rec)
         try:
             self.images.snapshots.mount(cid)
         except Exception as e:  # noqa: BLE001
+            self._network_down(rec)
             raise EngineError(f"failed to mount the rootfs: {e}") from None
         log = hc.get("LogConfig") or {}
         log_cfg = log.get("Config") or {}
@@ -115,17 +116,10 @@ class LifecycleMixin(EngineBase):
                 created = self._call("create", **fields)
         except SupervisorError:
             self._unmount(cid)
+            self._network_down(rec)
             raise
         pid = int(created.get("pid") or 0)
         self._prepared[cid] = pid
-        if _network.mode(hc) == "none":
-            try:
-                _network.loopback_up(pid)
-            except OSError as e:
-                self._prepared.pop(cid, None)
-                self._discard_leftover(cid)
-                self._unmount(cid)
-                raise EngineError(f"failed to set up the container's network: {e}") from None
         return pid
 
     def _discard_leftover(self, cid: str, runtime: dict | None = None) -> None:
@@ -152,6 +146,7 @@ class LifecycleMixin(EngineBase):
                 # What an attach prepared is gone (the supervisor restarted, the init was
                 # killed): create it again.
                 self._discard_leftover(cid)
+                self._network_down(rec)
                 pid = self._prepare_locked(rec)
                 reply = self._call("start", container=cid)
         except EngineError:
@@ -164,6 +159,7 @@ class LifecycleMixin(EngineBase):
             except SupervisorError:
                 pass
             self._unmount(cid)
+            self._network_down(rec)
             msg = _go_errors(str(e))
             low = msg.lower()
             code = 127 if ("no such file" in low or "not found" in low) else 126 if "permission denied" in low else 128
@@ -286,6 +282,7 @@ class LifecycleMixin(EngineBase):
                 self._wait_status(cid, STOPPED | {Status.RESTARTING}, 10.0)
             with self._lock(cid):
                 self._prepared.pop(cid, None)
+                self._network_down(rec)  # (its ports are free for the next container at once)
                 if not _files_after:
                     try:
                         self._call("delete", container=cid)

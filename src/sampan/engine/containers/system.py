@@ -50,7 +50,7 @@ class SystemMixin(EngineBase):
             "ID": "", "Containers": len(recs), "ContainersRunning": count(ACTIVE - {Status.PAUSED}),
             "ContainersPaused": count(frozenset({Status.PAUSED})), "ContainersStopped": count(STOPPED),
             "Images": len(self.images.list()), "Driver": "overlay2", "DriverStatus": [],
-            "Plugins": {"Volume": ["local"], "Network": ["host", "none"], "Authorization": None,
+            "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Authorization": None,
                         "Log": list(LOG_DRIVERS)},
             "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
             "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True,
