@@ -42,12 +42,25 @@ def single_threaded() -> bool:
     return len(os.listdir("/proc/self/task")) == 1
 
 
+def _usable() -> bool:
+    """One thread, and the interpreter's fork protocol within reach (its C API symbols are
+    exported by the python binary or the libpython it links)."""
+    if not single_threaded():
+        return False
+    try:
+        for name in ("PyOS_BeforeFork", "PyOS_AfterFork_Parent", "PyOS_AfterFork_Child", "syscall"):
+            getattr(_process, name)
+    except AttributeError:
+        return False
+    return True
+
+
 def fork_into(cgroup_dir_fd: int | None, flags: int = 0) -> int | None:
     """Fork as os.fork() does, the child starting in the cgroup2 directory open as
     `cgroup_dir_fd` (None: the caller's) and in the new namespaces of `flags` (CLONE_NEW*).
     Returns the child's pid in the parent and 0 in the child; None, with nothing forked, where
     clone3 cannot be used (other threads in the process, a kernel or filter without it)."""
-    if not single_threaded():
+    if not _usable():
         return None
     args = _CloneArgs(flags=flags | (CLONE_INTO_CGROUP if cgroup_dir_fd is not None else 0), exit_signal=SIGCHLD,
                       cgroup=cgroup_dir_fd or 0)
