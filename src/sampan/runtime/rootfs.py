@@ -131,8 +131,9 @@ class Rootfs:
         mounts = _cgroup_mounts()
         unified_only = all(fstype == "cgroup2" for _, fstype, _, _ in mounts) and any(
             mp == "/sys/fs/cgroup" for mp, _, _, _ in mounts)
+        own = _own_cgroups()  # read once, not once per hierarchy
         if unified_only:
-            self._mount_one_cgroup(target, "cgroup2", "", "/sys/fs/cgroup", flags)
+            self._mount_one_cgroup(target, "cgroup2", "", "/sys/fs/cgroup", flags, own)
             return
         m.mount("tmpfs", target, "tmpfs", m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC, "mode=755")
         for mountpoint, fstype, options, _ in mounts:
@@ -141,7 +142,7 @@ class Rootfs:
                 continue
             sub = os.path.join(target, name)
             os.makedirs(sub, 0o755, exist_ok=True)
-            self._mount_one_cgroup(sub, fstype, options, mountpoint, flags)
+            self._mount_one_cgroup(sub, fstype, options, mountpoint, flags, own)
             if "," in name:  # co-mounted controllers, e.g. cpu,cpuacct: link each name
                 for alias in name.split(","):
                     link = os.path.join(target, alias)
@@ -150,13 +151,14 @@ class Rootfs:
         if flags & m.MS_RDONLY:
             m.mount(None, target, None, m.MS_REMOUNT | m.MS_RDONLY | m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC)
 
-    def _mount_one_cgroup(self, target: str, fstype: str, options: str, host_mountpoint: str, flags: int) -> None:
+    def _mount_one_cgroup(self, target: str, fstype: str, options: str, host_mountpoint: str, flags: int,
+                          own: list[tuple[str, str, str]]) -> None:
         flags = (flags | m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC) & ~m.MS_BIND
         if self.cgroupns:
             m.mount("cgroup", target, fstype, flags, options or None)
             return
         # Without a cgroup namespace, show only the container's own cgroup, as runc does.
-        source = os.path.join(host_mountpoint, _own_cgroup(fstype, options).lstrip("/"))
+        source = os.path.join(host_mountpoint, _own_cgroup(own, fstype, options).lstrip("/"))
         m.mount(source, target, None, m.MS_BIND | m.MS_REC)
         self.remount(target, flags & ~m.MS_REMOUNT)
 
@@ -319,13 +321,17 @@ def _cgroup_mounts() -> list[tuple[str, str, str, str]]:
     return found
 
 
-def _own_cgroup(fstype: str, options: str) -> str:
-    wanted = set(options.split(",")) if options else set()
+def _own_cgroups() -> list[tuple[str, str, str]]:
+    """(hierarchy id, controllers, path) of each line of /proc/self/cgroup."""
     with open("/proc/self/cgroup") as f:
-        for line in f:
-            hid, controllers, path = line.rstrip("\n").split(":", 2)
-            if fstype == "cgroup2" and hid == "0":
-                return path
-            if fstype == "cgroup" and controllers and set(controllers.split(",")) == wanted:
-                return path
+        return [tuple(line.rstrip("\n").split(":", 2)) for line in f]  # type: ignore[misc]
+
+
+def _own_cgroup(own: list[tuple[str, str, str]], fstype: str, options: str) -> str:
+    wanted = set(options.split(",")) if options else set()
+    for hid, controllers, path in own:
+        if fstype == "cgroup2" and hid == "0":
+            return path
+        if fstype == "cgroup" and controllers and set(controllers.split(",")) == wanted:
+            return path
     return "/"
