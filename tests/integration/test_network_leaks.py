@@ -3,8 +3,9 @@ of the test's own (a file, so that a restarted daemon comes back into the same o
 host. Its state is snapshotted once the default network exists: links, IPv4 addresses and
 routes (tests/network's net_state), the nftables ruleset, the sandbox files and nsfs mounts
 under its exec root, and the endpoint and address records in state.db. After 200
-create/start/rm cycles and some `run --rm`, and after sampand is SIGKILLed with many starts in
-flight, restarted and its containers removed, the snapshot must be exactly as before.
+create/start/rm cycles (some with a published port) and some `run --rm`, and after sampand is
+SIGKILLed with many starts in flight, restarted and its containers removed, the snapshot must
+be exactly as before.
 """
 from __future__ import annotations
 
@@ -109,8 +110,12 @@ def differences(before: dict[str, object], after: dict[str, object]) -> str:
                      for key in before if before[key] != after[key])
 
 
-def create(daemon: Sampand, cmd: list[str]) -> str:
-    return daemon.client().post("/containers/create", {"Image": IMAGE, "Cmd": cmd})["Id"]
+def create(daemon: Sampand, cmd: list[str], publish: bool = False) -> str:
+    """A container on the default network; with publish, its port 80 on a host port the daemon picks."""
+    body = {"Image": IMAGE, "Cmd": cmd}
+    if publish:
+        body.update(ExposedPorts={"80/tcp": {}}, HostConfig={"PortBindings": {"80/tcp": [{"HostPort": ""}]}})
+    return daemon.client().post("/containers/create", body)["Id"]
 
 
 def default_network_ready(daemon: Sampand) -> dict[str, object]:
@@ -128,11 +133,12 @@ def test_200_cycles_and_run_rm_leave_the_namespace_as_before(sampand):
     client = sampand.client()
     for i in range(CYCLES):
         # exits at once (its network torn down at exit), runs until rm -f, or is stopped first
-        cid = create(sampand, ["true"] if i % 3 == 0 else ["sleep", "60"])
+        cid = create(sampand, ["true"] if i % 3 == 0 else ["sleep", "60"], publish=i % 4 == 0)
         client.post(f"/containers/{cid}/start")
         if i % 3 == 1:
             settings = client.get(f"/containers/{cid}/json")["NetworkSettings"]
             assert settings["Networks"]["bridge"]["IPAddress"], settings
+            assert bool(settings["Ports"].get("80/tcp")) == (i % 4 == 0), settings["Ports"]
         elif i % 3 == 2:
             client.post(f"/containers/{cid}/stop", t=0)
         client.delete(f"/containers/{cid}", force=1)
@@ -148,7 +154,7 @@ def test_sigkill_with_starts_in_flight_then_restart_and_rm_leave_the_namespace_a
     rng = random.Random(seed)
     before = default_network_ready(sampand)
     for round_ in range(KILL_ROUNDS):
-        cids = [create(sampand, ["sleep", "60"]) for _ in range(IN_FLIGHT)]
+        cids = [create(sampand, ["sleep", "60"], publish=i % 2 == 0) for i in range(IN_FLIGHT)]
         started: list[str] = []
 
         def start(cid: str) -> None:
