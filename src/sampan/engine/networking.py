@@ -27,8 +27,12 @@ from .errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound
 
 if TYPE_CHECKING:
     from ..network.api import Endpoint, Network
+    from ..network.dns import EmbeddedDns
     from ..network.ipam import Ipam
     from ..network.manager import Manager
+
+# a container's name by id (None: gone), for the embedded DNS
+NameOf = Callable[[str], "str | None"]
 
 T = TypeVar("T")
 _NETWORK_FILES = ("hostname", "hosts", "resolv.conf")
@@ -69,6 +73,8 @@ class Networking:
         self.default_subnet, self.default_gateway = default_subnet, default_gateway
         self._ipam: Ipam | None = None
         self._manager: Manager | None = None
+        self._dns: EmbeddedDns | None = None
+        self.name_of: NameOf = lambda cid: None  # the engine sets it
         self._lock = threading.Lock()
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._on_thread = threading.local()  # .yes on the thread that joined ``netns``
@@ -83,6 +89,8 @@ class Networking:
             self._thread.submit(os.close, fd).result()
 
     def close(self) -> None:
+        if self._dns is not None:
+            self._dns.close()
         if self._manager is not None:
             self.run(self._manager.close)
             close_firewall = getattr(self._manager.firewall, "close", None)
@@ -206,6 +214,8 @@ class Networking:
     def teardown(self, cid: str, mode: str) -> None:
         """What the container's run had: endpoints released, namespace removed. Idempotent."""
         kind = netconfig.kind_of(mode)
+        if self._dns is not None:  # (first: its sockets would keep the namespace alive)
+            self._dns.detach(cid)
         if kind == "none":
             self.run(_netns.remove, self.sandbox_path(cid))
         elif kind == "network" and (self._manager is not None or self.ipam.endpoints(container_id=cid)
@@ -222,6 +232,51 @@ class Networking:
     def endpoints(self, cid: str | None = None) -> list[Endpoint]:
         return self.ipam.endpoints(container_id=cid) if (cid is None or self._ipam is not None
                                                         or os.path.exists(self.sandbox_path(cid))) else []
+
+    # ------------------------------------------------------------------ embedded DNS
+    def attach_dns(self, cid: str, eps: list[Endpoint], nets: dict[str, Network],
+                   servers: list[str] | None) -> None:
+        """127.0.0.11 for a container on a user network (Docker's embedded DNS; none on the
+        default bridge); it forwards other names unless every network of it is internal."""
+        joined = [nets[e.network_id] for e in eps if e.network_id in nets]
+        if not any(n.name != netconfig.BUILTIN_NETWORKS[0] for n in joined):
+            return
+        if self._dns is None:
+            with self._lock:
+                if self._dns is None:
+                    from ..network.dns import EmbeddedDns
+                    # made in the engine's namespace: forwarded queries leave from there
+                    self._dns = self.run(EmbeddedDns, self._lookup, reverse=self._reverse)
+        self.run(self._dns.attach, cid, self.sandbox_path(cid), any(not n.internal for n in joined),
+                 servers or None)
+
+    def _user_networks_of(self, cid: str) -> list[Network]:
+        mine = {e.network_id for e in self.ipam.endpoints(container_id=cid)}
+        return [n for n in self.ipam.networks() if n.id in mine and n.name != netconfig.BUILTIN_NETWORKS[0]]
+
+    def _lookup(self, cid: str, name: str) -> list[str] | None:
+        """The addresses of ``name`` (a container's name, alias or short id, or NAME.NETWORK)
+        on the user networks ``cid`` is on; None: not theirs (forwarded)."""
+        found = []
+        for net in self._user_networks_of(cid):
+            suffix = "." + net.name.lower()
+            target = name[:-len(suffix)] if name.endswith(suffix) else name
+            for ep in self.ipam.endpoints(network_id=net.id):
+                names = {ep.container_id[:12], *(a.lower() for a in ep.aliases)}
+                own = self.name_of(ep.container_id)
+                if own:
+                    names.add(own.lower())
+                if target in names:
+                    found.append(ep.ip)
+        return found or None
+
+    def _reverse(self, cid: str, ip: str) -> str | None:
+        for net in self._user_networks_of(cid):
+            for ep in self.ipam.endpoints(network_id=net.id):
+                own = self.name_of(ep.container_id)
+                if ep.ip == ip and own:
+                    return f"{own}.{net.name}"
+        return None
 
     # ------------------------------------------------------------------ files
     def write_files(self, cdir: str, config: dict, host_config: dict, eps: list[Endpoint],

@@ -68,6 +68,7 @@ class EngineBase:
     _network_up: Callable[[dict], None]  # networks.NetworksMixin
     _network_down: Callable[[dict], None]  # networks.NetworksMixin
     _network_settings: Callable[[dict, bool], dict]  # networks.NetworksMixin
+    _restore_dns: Callable[[], None]  # networks.NetworksMixin
     _network_summaries: Callable[[list[dict]], dict[str, tuple[dict, dict, list[dict]]]]  # networks.NetworksMixin
 
     def _sup(self) -> Client:

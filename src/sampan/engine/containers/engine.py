@@ -66,6 +66,7 @@ class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, S
         self.volumes = Volumes(self.root, self.store, self.events)
         self.net = Networking(self.root, self.exec_root, network_namespace, firewall, default_bridge,
                               bridge_subnet, bridge_gateway)
+        self.net.name_of = lambda cid: (lambda rec: rec["name"] if rec else None)(self.store.get(cid))
         self.restarter = _restart.Restarter(self._restart_start)
         self._locks: dict[str, threading.RLock] = {}
         self._locks_lock = threading.Lock()
@@ -146,6 +147,7 @@ class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, S
         """Bridges and rules back after a reboot; nothing left of containers not running."""
         try:
             self.net.restore({r["id"] for r in self.store.all() if self._status(r) in LIVE})
+            self._restore_dns()
         except (EngineError, OSError) as e:
             import logging
             logging.getLogger("sampan.engine").warning("restoring the networks failed: %s", e)

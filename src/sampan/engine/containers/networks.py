@@ -42,7 +42,9 @@ class NetworksMixin(EngineBase):
             return
         eps = self.net.setup(cid, mode, rec.get("networks") or {}, netconfig.port_mappings(cfg, hc))
         try:
-            self.net.write_files(self.cdir(cid), cfg, hc, eps, self._networks_by_id() if eps else {})
+            nets = self._networks_by_id() if eps else {}
+            self.net.write_files(self.cdir(cid), cfg, hc, eps, nets)
+            self.net.attach_dns(cid, eps, nets, hc.get("Dns"))
         except BaseException:
             self.net.teardown(cid, mode)
             raise
@@ -54,6 +56,19 @@ class NetworksMixin(EngineBase):
             self.net.teardown(rec["id"], netconfig.mode_of(rec["host_config"]))
         except (EngineError, OSError):
             pass
+
+    def _restore_dns(self) -> None:
+        """After the engine's start: the embedded DNS of running containers again (its
+        sockets went with the daemon that made them)."""
+        nets = None
+        for rec in self.store.all():
+            if self._status(rec) in LIVE and netconfig.kind_of(netconfig.mode_of(rec["host_config"])) == "network":
+                eps = self.net.endpoints(rec["id"])
+                nets = nets if nets is not None else self._networks_by_id()
+                try:
+                    self.net.attach_dns(rec["id"], eps, nets, rec["host_config"].get("Dns"))
+                except EngineError:
+                    pass  # (gone meanwhile: its exit releases the rest)
 
     def _networks_by_id(self) -> dict[str, Network]:
         return {n.id: n for n in self.net.ipam.networks()}
@@ -297,7 +312,9 @@ class NetworksMixin(EngineBase):
                 eps = [*self.net.endpoints(cid), self.net.connect_running(cid, name, cfg)]
                 self.store.update_networks(cid, add)
                 rec = self._get(cid)
-                self.net.write_files(self.cdir(cid), rec["config"], rec["host_config"], eps, self._networks_by_id())
+                nets = self._networks_by_id()
+                self.net.write_files(self.cdir(cid), rec["config"], rec["host_config"], eps, nets)
+                self.net.attach_dns(cid, eps, nets, rec["host_config"].get("Dns"))
             else:
                 self.store.update_networks(cid, add)
         self.events.emit("network", "connect", shape["Id"], {"container": cid, "name": name, "type": shape["Driver"]})
