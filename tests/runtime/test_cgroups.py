@@ -151,6 +151,25 @@ def test_cgroups_path_absolute(rt, bundle, util, cgroup_parent):
     assert [d for d in _dirs_naming(cid, util)] == []
 
 
+@pytest.mark.parametrize("forked_by", ["runtime", "intermediate"])
+def test_the_init_and_an_exec_are_in_the_container_cgroup_of_every_hierarchy(rt, bundle, cgroup_parent, forked_by):
+    """Each process enters its cgroups itself (v1 through tasks, cgroup2 by clone3 into the
+    directory): the init forked by the runtime, or by an intermediate process when the
+    container joins a namespace by path, and a process exec'd into it."""
+    if forked_by == "intermediate":
+        bundle.add_namespace("uts", "/proc/self/ns/uts")
+    cid = rt.new_id()
+    bundle.linux["cgroupsPath"] = f"/{cgroup_parent}/{cid}"
+    rt.create(cid, bundle.args("sleep", "100"))
+    rt.start(cid)
+    lines = rt.exec(cid, "cat", "/proc/self/cgroup").ok().out.splitlines()
+    lines += Path(f"/proc/{rt.state(cid)['pid']}/cgroup").read_text().splitlines()
+    assert len(lines) == 2 * len(Path("/proc/self/cgroup").read_text().splitlines()), lines
+    for line in lines:
+        assert line.split(":", 2)[2] == f"/{cgroup_parent}/{cid}", line
+    rt.delete(cid, "--force")
+
+
 def test_cgroups_path_relative(rt, bundle, util, cgroup_parent):
     cid = rt.new_id()
     bundle.linux["cgroupsPath"] = f"{cgroup_parent}/{cid}"
