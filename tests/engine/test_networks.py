@@ -287,3 +287,27 @@ def test_egress_is_masqueraded_and_internal_networks_have_none(engine, outside):
     cid = _running(engine, ["sh", "-c", f"nc -w 2 {outside} 8000 </dev/null 2>/dev/null && echo reached || echo unreachable"],
                    HostConfig={"NetworkMode": "no-egress"})
     assert _output(engine, cid) == (0, "unreachable\n")
+
+
+def test_legacy_links_on_the_default_bridge_and_as_aliases_on_a_user_network(engine):
+    db = _running(engine, ["sleep", "60"], name="db", Env=["SECRET=s3"], ExposedPorts={"5432/tcp": {}})
+    ip = engine.inspect(db)["NetworkSettings"]["IPAddress"]
+    web = _running(engine, ["sh", "-c", "grep ' db$' /etc/hosts; env | grep ^DATA_ | sort"], name="web",
+                   HostConfig={"Links": ["db:data"]})
+    assert _output(engine, web) == (0, f"{ip}\tdata {db[:12]} db\n" + "".join(
+        f"{v}\n" for v in sorted(["DATA_ENV_SECRET=s3", "DATA_NAME=/web/data", f"DATA_PORT=tcp://{ip}:5432",
+                                   f"DATA_PORT_5432_TCP=tcp://{ip}:5432", f"DATA_PORT_5432_TCP_ADDR={ip}",
+                                   "DATA_PORT_5432_TCP_PORT=5432", "DATA_PORT_5432_TCP_PROTO=tcp"])))
+    assert engine.inspect(web)["HostConfig"]["Links"] == ["/db:/web/data"]
+    with pytest.raises(Exception, match="could not get container for nosuch"):
+        engine.create({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Links": ["nosuch:x"]}})
+    engine.stop(db, timeout=0)
+    with pytest.raises(Conflict, match="Cannot link to a non running container: /db AS /web/data"):
+        engine.start(web)
+    # on a user network a link is a name the embedded DNS answers for that container alone
+    engine.network_create({"Name": "linked"})
+    target = _running(engine, ["sleep", "60"], name="target", HostConfig={"NetworkMode": "linked"})
+    ip = engine.inspect(target)["NetworkSettings"]["Networks"]["linked"]["IPAddress"]
+    cid = _running(engine, ["sh", "-c", f"nslookup other | grep -c {ip}"],
+                   HostConfig={"NetworkMode": "linked", "Links": ["target:other"]})
+    assert _output(engine, cid) == (0, "1\n")

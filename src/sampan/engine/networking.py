@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     from ..network.ipam import Ipam
     from ..network.manager import Manager
 
-# a container's name by id (None: gone), for the embedded DNS
+# a container's name by id (None: gone), and its links (alias -> container id), for the embedded DNS
 NameOf = Callable[[str], "str | None"]
+LinksOf = Callable[[str], "dict[str, str]"]
 
 T = TypeVar("T")
 _NETWORK_FILES = ("hostname", "hosts", "resolv.conf")
@@ -74,7 +75,8 @@ class Networking:
         self._ipam: Ipam | None = None
         self._manager: Manager | None = None
         self._dns: EmbeddedDns | None = None
-        self.name_of: NameOf = lambda cid: None  # the engine sets it
+        self.name_of: NameOf = lambda cid: None  # the engine sets them
+        self.links_of: LinksOf = lambda cid: {}
         self._lock = threading.Lock()
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._on_thread = threading.local()  # .yes on the thread that joined ``netns``
@@ -258,6 +260,7 @@ class Networking:
         """The addresses of ``name`` (a container's name, alias or short id, or NAME.NETWORK)
         on the user networks ``cid`` is on; None: not theirs (forwarded)."""
         found = []
+        linked = {alias.lower(): target for alias, target in self.links_of(cid).items()}
         for net in self._user_networks_of(cid):
             suffix = "." + net.name.lower()
             target = name[:-len(suffix)] if name.endswith(suffix) else name
@@ -266,7 +269,7 @@ class Networking:
                 own = self.name_of(ep.container_id)
                 if own:
                     names.add(own.lower())
-                if target in names:
+                if target in names or linked.get(target) == ep.container_id:  # (--link on a user network: an alias)
                     found.append(ep.ip)
         return found or None
 
@@ -280,8 +283,9 @@ class Networking:
 
     # ------------------------------------------------------------------ files
     def write_files(self, cdir: str, config: dict, host_config: dict, eps: list[Endpoint],
-                    nets: dict[str, Network]) -> None:
-        """hostname, hosts and resolv.conf as Docker writes them for the container's mode."""
+                    nets: dict[str, Network], linked: list[tuple[str, str]] | None = None) -> None:
+        """hostname, hosts and resolv.conf as Docker writes them for the container's mode;
+        ``linked``: the (names, address) of legacy links, after the --add-host entries."""
         mode = netconfig.mode_of(host_config)
         kind = netconfig.kind_of(mode)
         dns, search, options = (host_config.get(k) for k in ("Dns", "DnsSearch", "DnsOptions"))
@@ -298,7 +302,8 @@ class Networking:
         else:
             first = eps[0] if eps else None
             hosts = files.hosts_file(first.ip if first else "", config.get("Hostname") or "",
-                                     config.get("Domainname") or "", netconfig.extra_hosts(host_config, host_gateway))
+                                     config.get("Domainname") or "",
+                                     netconfig.extra_hosts(host_config, host_gateway) + list(linked or ()))
             user_net = any(nets[e.network_id].name != netconfig.BUILTIN_NETWORKS[0] for e in eps
                            if e.network_id in nets) or (kind == "network" and mode != "bridge")
             resolv = files.resolv_conf(host_text, internal_dns=user_net, dns=dns or None,

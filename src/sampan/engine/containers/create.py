@@ -14,6 +14,7 @@ from ...image.store import ImageError
 from ...logs import jsonfile
 from ...runtime.fsutil import atomic_write, mkdir_all_in, secure_join
 from ...timefmt import ZERO_TIME
+from .. import links as _links
 from .. import names as _names
 from .. import netconfig
 from .. import restart as _restart
@@ -116,6 +117,16 @@ class CreateMixin(EngineBase):
                 mounts.append({"Type": "volume", "Name": "", "Source": "", "Destination": d, "RW": True,
                                "Mode": "", "Propagation": "", "Anonymous": True})
         taken_name = name or _names.generate(self.store.names_taken())
+        if hc.get("Links"):  # (each must name a container: dockerd's message otherwise)
+            stored = []
+            for entry in hc["Links"]:
+                target_name = _links.parse(entry)[0]
+                try:
+                    target = self._get(target_name)
+                except NotFound as e:
+                    raise InvalidParameter(f"could not get container for {target_name}: {e}") from None
+                stored.append(_links.stored(entry, taken_name, target["name"]))
+            hc["Links"] = stored
         cdir = self.cdir(cid)
         undo: list[Any] = []
         made_volumes: list[str] = []

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 from ...image.store import ImageStore
 from ...supervisor.client import SupervisorError
 from ...timefmt import ZERO_TIME
+from .. import links as _links
 from .. import restart as _restart
 from .. import spec as _spec
 from ..errors import EngineError, InvalidParameter
@@ -67,6 +68,7 @@ class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, S
         self.net = Networking(self.root, self.exec_root, network_namespace, firewall, default_bridge,
                               bridge_subnet, bridge_gateway)
         self.net.name_of = lambda cid: (lambda rec: rec["name"] if rec else None)(self.store.get(cid))
+        self.net.links_of = self._links_of
         self.restarter = _restart.Restarter(self._restart_start)
         self._locks: dict[str, threading.RLock] = {}
         self._locks_lock = threading.Lock()
@@ -141,6 +143,17 @@ class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, S
         return self.events.subscribe(time_arg(since), time_arg(until), filters, stop)
 
     events_ = events_stream
+
+    def _links_of(self, cid: str) -> dict[str, str]:
+        """alias -> id of the containers ``cid`` links to (for its embedded DNS)."""
+        rec = self.store.get(cid)
+        out = {}
+        for entry in (rec["host_config"].get("Links") or []) if rec else []:
+            name, alias = _links.parse(entry)
+            found = self.store.find(name)
+            if len(found) == 1:
+                out[alias] = found[0]["id"]
+        return out
 
     # ------------------------------------------------------------------ reconcile
     def _restore_networks(self) -> None:

@@ -4,9 +4,13 @@ down when its run ends, its NetworkSettings, and the network objects of the API
 The kernel work is the network layer's, through ``self.net`` (engine/networking.py)."""
 from __future__ import annotations
 
+import json
+import os
 from typing import TYPE_CHECKING
 
+from ...runtime.fsutil import atomic_write
 from ...timefmt import rfc3339
+from .. import links as _links
 from .. import filters as _filters
 from .. import netconfig
 from ..errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound
@@ -43,11 +47,35 @@ class NetworksMixin(EngineBase):
         eps = self.net.setup(cid, mode, rec.get("networks") or {}, netconfig.port_mappings(cfg, hc))
         try:
             nets = self._networks_by_id() if eps else {}
-            self.net.write_files(self.cdir(cid), cfg, hc, eps, nets)
+            linked = self._links_up(rec, eps) if hc.get("Links") and mode == "bridge" else []
+            self.net.write_files(self.cdir(cid), cfg, hc, eps, nets, linked)
             self.net.attach_dns(cid, eps, nets, hc.get("Dns"))
         except BaseException:
             self.net.teardown(cid, mode)
             raise
+
+    def _links_up(self, rec: dict, eps: list[Endpoint]) -> list[tuple[str, str]]:
+        """Legacy links on the default bridge: each linked container must be running; its
+        variables go into the container's process environment (config.json rewritten) and
+        its (alias id name, address) into /etc/hosts, returned."""
+        bridge = {e.network_id for e in eps}
+        hosts, env, aliases = [], [], []
+        for entry in rec["host_config"]["Links"]:
+            target_name, alias = _links.parse(entry)
+            target = self._get(target_name)
+            ip = next((e.ip for e in self.net.endpoints(target["id"]) if e.network_id in bridge), "")
+            if self._status(target) not in LIVE or not ip:
+                raise Conflict(f"Cannot link to a non running container: /{target_name} AS /{rec['name']}/{alias}")
+            hosts.append((f"{alias} {target['id'][:12]} {target['name']}", ip))
+            env += _links.env(alias, rec["name"], target, ip)
+            aliases.append(alias)
+        path = os.path.join(self._bundle(rec["id"]), "config.json")
+        with open(path) as f:
+            spec = json.load(f)
+        process = spec["process"]
+        process["env"] = [v for v in process["env"] if not _links.is_link_var(v, aliases)] + env
+        atomic_write(path, json.dumps(spec).encode(), 0o600)
+        return hosts
 
     def _network_down(self, rec: dict) -> None:
         """What the run had, released (idempotent; a failure is left for the next start's
