@@ -311,3 +311,14 @@ def test_legacy_links_on_the_default_bridge_and_as_aliases_on_a_user_network(eng
     cid = _running(engine, ["sh", "-c", f"nslookup other | grep -c {ip}"],
                    HostConfig={"NetworkMode": "linked", "Links": ["target:other"]})
     assert _output(engine, cid) == (0, "1\n")
+
+
+def test_stats_count_the_container_interfaces(engine, engine_netns):
+    web = _httpd(engine, "x" * 5000, HostConfig={"PortBindings": {"80/tcp": [{"HostPort": "8081"}]}})
+    _wait_port(engine, web)
+    before = engine.stats(web)["networks"]["eth0"]
+    assert _http_get(engine_netns, "http://127.0.0.1:8081/") == "x" * 5000 + "\n"
+    after = engine.stats(web)["networks"]
+    assert set(after) == {"eth0"}
+    assert after["eth0"]["tx_bytes"] - before["tx_bytes"] > 5000 and after["eth0"]["rx_packets"] > before["rx_packets"]
+    assert "networks" not in engine.stats(_running(engine, ["sleep", "5"], HostConfig={"NetworkMode": "none"}))

@@ -57,6 +57,25 @@ def endpoint_id(ep: Endpoint) -> str:
     return hashlib.sha256(f"{ep.container_id}/{ep.network_id}/{ep.host_ifname}".encode()).hexdigest()
 
 
+def interface_stats(pid: int) -> dict[str, dict[str, int]]:
+    """The ``networks`` of a stats sample: the counters of each link but lo in the network
+    namespace of ``pid`` (its /proc/PID/net/dev)."""
+    keys = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped", None, None, None, None,
+            "tx_bytes", "tx_packets", "tx_errors", "tx_dropped")
+    out = {}
+    try:
+        with open(f"/proc/{pid}/net/dev") as f:
+            lines = f.readlines()[2:]
+    except OSError:
+        return {}
+    for line in lines:
+        name, _, counters = line.partition(":")
+        name = name.strip()
+        if name != "lo":
+            out[name] = {k: int(v) for k, v in zip(keys, counters.split()) if k}
+    return out
+
+
 def write_file(path: str, text: str) -> None:
     """In place (truncate and write): the file may be bind-mounted in a running container,
     which keeps seeing the inode it mounted."""

@@ -13,6 +13,7 @@ from .. import filters as _filters
 from .. import netconfig
 from .. import spec as _spec
 from ..errors import Conflict, EngineError, InvalidParameter
+from ..networking import interface_stats
 from .base import BUILTIN_RUNTIME, EngineBase
 from .state import ACTIVE, ALL, LIVE, Status, require, status_of
 
@@ -234,6 +235,8 @@ class InspectMixin(EngineBase):
                                 "throttling_data": {"periods": cpu.get("periods", 0),
                                                     "throttled_periods": cpu.get("throttled_periods", 0),
                                                     "throttled_time": cpu.get("throttled_ns", 0)}}
+        if netconfig.kind_of(netconfig.mode_of(rec["host_config"])) == "network":
+            out["networks"] = interface_stats(int(rec["state"].get("Pid") or 0))
         return out
 
 

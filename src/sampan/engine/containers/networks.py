@@ -271,11 +271,8 @@ class NetworksMixin(EngineBase):
         if len(configs) > 1:
             raise InvalidParameter("only one IPv4 IPAM config is supported by sampan")
         cfg = configs[0] if configs else {}
-        try:
-            self.net.get_network(name)
+        if any(n.name == name for n in self.net.ipam.networks()):  # (by name only, not an id prefix)
             raise Conflict(f"network with name {name} already exists")
-        except NotFound:
-            pass
         net = self.net.run(lambda: self.net.manager.create_network(
             name, subnet=cfg.get("Subnet") or "", gateway=cfg.get("Gateway") or "", ip_range=cfg.get("IPRange") or "",
             internal=bool(body.get("Internal")), options=body.get("Options") or {}, labels=body.get("Labels") or {}))
