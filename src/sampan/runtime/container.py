@@ -315,8 +315,8 @@ class Runtime:
             _wait_empty(cgroup)
             cgroup.destroy()
         _unmount_shared(record)
-        if record.get("config") and record.get("pid"):
-            try:
+        if record.get("pid") and ((record.get("config") or {}).get("hooks") or {}).get("poststop"):
+            try:  # (only then: the state costs /proc and cgroup reads)
                 hooks.run(record["config"], "poststop", {**st.oci_state(self.root, record), "status": "stopped"})
             except hooks.HookError as e:
                 self.warn(str(e))
