@@ -235,3 +235,22 @@ def test_run_flags_ask_the_daemon_for_what_the_docker_clis_ask(clis):
         (rc, _, ours), (code, _, theirs) = sampan("create", *flags, "busybox"), docker("create", *flags, "busybox")
         # (the docker CLI puts "docker: " before these; sampan's convention prints them alone)
         assert rc == code == 125 and ours.splitlines()[0] == theirs.splitlines()[0].removeprefix("docker: "), flags
+
+
+@needs_docker
+def test_ps_ports_and_networks_columns_as_the_docker_cli(sampand, clis):
+    sampan, docker = clis
+    code, out, err = docker("run", "-d", "-p", "127.0.0.1:18090:80", "-p", "18100-18102:7000-7002", "--expose", "9000",
+                            "busybox", "sleep", "60")
+    assert code == 0, err
+    cid = out.strip()
+    fmt = "{{.Ports}} {{.Networks}}"
+    ours = _same(sampan, docker, "ps", "--filter", f"id={cid}", "--format", fmt)
+    assert ours[1] == ("9000/tcp, 127.0.0.1:18090->80/tcp, 0.0.0.0:18100->7000/tcp, 0.0.0.0:18101->7001/tcp, "
+                       "0.0.0.0:18102->7002/tcp bridge\n"), ours
+    assert sampan("rm", "-f", cid)[0] == 0
+    code, out, err = docker("run", "-d", "-p", "18200-18202:18200-18202", "-p", "18204:18204", "busybox", "sleep", "60")
+    assert code == 0, err
+    ours = _same(sampan, docker, "ps", "--filter", f"id={out.strip()}", "--format", fmt)
+    assert ours[1] == "0.0.0.0:18200-18202->18200-18202/tcp, 0.0.0.0:18204->18204/tcp bridge\n", ours
+    assert sampan("rm", "-f", out.strip())[0] == 0

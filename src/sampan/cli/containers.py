@@ -81,21 +81,55 @@ PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "Cre
 PS_TABLE = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
 
 
+def ports_column(ports: list[dict]) -> str:
+    """ps's PORTS as the docker CLI shows them: runs of consecutive ports (unpublished, or
+    published on the same port number) as one range ("0.0.0.0:9000-9001->9000-9001/tcp",
+    "7000-7001/tcp"), then each port published on another number ("127.0.0.1:8080->80/tcp")."""
+    groups: dict[str, list[int]] = {}   # key -> [first, last] of its current run, in the order first seen
+    closed, mappings = [], []
+    for p in sorted(ports, key=lambda p: (p.get("PrivatePort", 0), p.get("IP", ""), p.get("PublicPort", 0),
+                                          p.get("Type", ""))):
+        private, proto, ip = p.get("PrivatePort", 0), p.get("Type", ""), p.get("IP", "")
+        key = proto
+        if ip:
+            if p.get("PublicPort") != private:
+                mappings.append(f"{_host_port(ip, p.get('PublicPort', 0))}->{private}/{proto}")
+                continue
+            key = f"{ip}/{proto}"
+        group = groups.get(key)
+        if group is not None and group[1] + 1 == private:
+            group[1] = private
+            continue
+        if group is not None:  # a gap: that run is shown, a new one starts
+            closed.append(_group(key, *group))
+        groups[key] = [private, private]
+    return ", ".join(closed + [_group(key, first, last) for key, (first, last) in groups.items()] + mappings)
+
+
+def _host_port(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _group(key: str, first: int, last: int) -> str:
+    span = str(first) if first == last else f"{first}-{last}"
+    ip, _, proto = key.rpartition("/")
+    return f"{_host_port(ip, first).rsplit(':', 1)[0]}:{span}->{span}/{proto}" if ip else f"{span}/{proto}"
+
+
 def _ps_row(c: dict, no_trunc: bool) -> dict:
     import json
     from ..timefmt import ago, go_time_string
     cmd = c.get("Command") or ""
     if not no_trunc and len(cmd) > 20:
         cmd = cmd[:19] + "…"
-    ports = ", ".join(f"{p.get('PublicPort')}->{p.get('PrivatePort')}/{p.get('Type')}" if p.get("PublicPort")
-                      else f"{p.get('PrivatePort')}/{p.get('Type')}" for p in c.get("Ports") or [])
+    ports = ports_column(c.get("Ports") or [])
     names = ",".join(n.lstrip("/") for n in c.get("Names") or [])
     return {"ID": c["Id"] if no_trunc else c["Id"][:12], "Image": c.get("Image", ""),
             "Command": json.dumps(cmd, ensure_ascii=False), "CreatedAt": go_time_string(c.get("Created", 0)),
             "RunningFor": ago(c.get("Created", 0)),
             "Status": c.get("Status", ""), "State": c.get("State", ""), "Ports": ports, "Names": names,
             "Labels": ",".join(f"{k}={v}" for k, v in (c.get("Labels") or {}).items()), "Mounts": "",
-            "Networks": "", "Size": ""}
+            "Networks": ",".join(sorted((c.get("NetworkSettings") or {}).get("Networks") or {})), "Size": ""}
 
 
 def cmd_ps(client: Client, ns: argparse.Namespace) -> int:
