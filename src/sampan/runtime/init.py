@@ -27,11 +27,11 @@ class InitOptions:
     def __init__(self, spec: dict[str, Any], process: dict[str, Any], *, bundle: str = "", rootfs: str = "",
                  no_pivot: bool = False, preserve_fds: int = 0, console: _socket.socket | None = None,
                  exec_listener: _socket.socket | None = None, join: list[tuple[str, str]] | None = None,
-                 stdio: tuple[int, int, int] | None = None, cgroup: Join | None = None) -> None:
+                 stdio: tuple[int, int, int] | None = None) -> None:
         self.spec = spec
-        # The container's cgroups, which the forked process enters first thing; whether it
-        # was cloned into the cgroup2 one already is set by the parent as it forks.
-        self.cgroup = cgroup
+        # The container's cgroups, which the forked process enters first thing, and whether
+        # it was cloned into the cgroup2 one already: set by the parent as it forks.
+        self.cgroup: Join | None = None
         self.cloned_into_cgroup2 = False
         self.stdio = stdio
         self.process = process
