@@ -44,7 +44,13 @@ class NetworksMixin(EngineBase):
         if kind == "host":
             self.net.write_files(self.cdir(cid), cfg, hc, [], {})
             return
-        eps = self.net.setup(cid, mode, rec.get("networks") or {}, netconfig.port_mappings(cfg, hc))
+        try:
+            eps = self.net.setup(cid, mode, rec.get("networks") or {}, netconfig.port_mappings(cfg, hc))
+        except Conflict as e:
+            if "port is already allocated" not in str(e):
+                raise
+            raise Conflict(f"failed to set up container networking: driver failed programming external "
+                           f"connectivity on endpoint {rec['name']} ({cid}): {e}") from None
         try:
             nets = self._networks_by_id() if eps else {}
             linked = self._links_up(rec, eps) if hc.get("Links") and mode == "bridge" else []
