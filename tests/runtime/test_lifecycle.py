@@ -444,11 +444,15 @@ def test_run_exit_code_of_a_killed_container_is_128_plus_the_signal(rt, bundle, 
             proc.wait()
 
 
-def test_run_forwards_signals_to_the_container(rt, bundle, util):
-    bundle.sh("trap 'echo got-term; exit 42' TERM; touch /ready; while :; do sleep 0.05; done").write()
-    proc, out, err = rt.spawn("run", "--bundle", str(bundle.path), rt.new_id())
+# A shell that says when it runs, and exits 42 on SIGTERM.
+TERM_TRAP = "trap 'echo got-term; exit 42' TERM; touch /ready; while :; do sleep 0.05; done"
+
+
+def _term_reaches_the_shell(proc, out, ready, util) -> None:
+    """SIGTERM sent to the runtime as soon as the shell runs reaches the shell: the runtime
+    forwards from before the process can run, not only once it waits for it."""
     try:
-        util.wait_until(lambda: (bundle.rootfs / "ready").exists(), what="the container to start")
+        util.wait_until(ready.exists, what="the shell to run")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 42
         assert out.read_text() == "got-term\n"
@@ -456,6 +460,18 @@ def test_run_forwards_signals_to_the_container(rt, bundle, util):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_run_forwards_signals_to_the_container(rt, bundle, util):
+    bundle.sh(TERM_TRAP).write()
+    proc, out, _err = rt.spawn("run", "--bundle", str(bundle.path), rt.new_id())
+    _term_reaches_the_shell(proc, out, bundle.rootfs / "ready", util)
+
+
+def test_exec_forwards_signals_to_its_process(rt, bundle, util):
+    cid, _ = rt.started(bundle.args("sleep", "100"))
+    proc, out, _err = rt.spawn("exec", cid, "sh", "-c", TERM_TRAP)
+    _term_reaches_the_shell(proc, out, bundle.rootfs / "ready", util)
 
 
 def test_preserve_fds(rt, bundle):

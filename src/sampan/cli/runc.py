@@ -91,18 +91,29 @@ def cmd_run(rt: Any, argv: list[str]) -> int:
     opts = CreateOptions(console_socket=str(p["console-socket"]) or None, pid_file=str(p["pid-file"]) or None,
                          no_pivot=bool(p["no-pivot"]), preserve_fds=int(str(p["preserve-fds"])), own_terminal=not detach)
     pid = rt.create(cid, str(p["bundle"]), opts)
-    try:
-        master = _receive_terminal(opts)
-        rt.start(cid)
-    except BaseException:
-        rt.delete(cid, force=True)
-        raise
     if detach:
+        _start_or_delete(rt, cid, opts)
         return 0
-    code = foreground.wait(pid) if master is None else foreground.wait_with_terminal(pid, master)
+    # Installed before start: the container's process may be told to stop as soon as it runs.
+    with foreground.SignalForwarder() as forwarder:
+        forwarder.target(pid)
+        master = _start_or_delete(rt, cid, opts)
+        code = foreground.wait(pid) if master is None else foreground.wait_with_terminal(pid, master)
     if not p["keep"]:
         rt.delete(cid, force=True)
     return code
+
+
+def _start_or_delete(rt: Any, cid: str, opts: Any) -> int | None:
+    """Start a container run has just created; returns the master of its terminal when we hold
+    it. A container that fails to start is deleted."""
+    try:
+        master = _receive_terminal(opts)
+        rt.start(cid)
+        return master
+    except BaseException:
+        rt.delete(cid, force=True)
+        raise
 
 
 def cmd_state(rt: Any, argv: list[str]) -> int:
@@ -190,11 +201,16 @@ def cmd_exec(rt: Any, argv: list[str]) -> int:
         foreground.become_subreaper()
     opts = ExecOptions(console_socket=str(p["console-socket"]) or None, pid_file=str(p["pid-file"]) or None,
                        detach=detach, preserve_fds=int(str(p["preserve-fds"])), own_terminal=not detach)
-    pid = rt.exec(cid, proc, opts)
-    master = _receive_terminal(opts)
     if detach:
+        rt.exec(cid, proc, opts)
+        _receive_terminal(opts)
         return 0
-    return foreground.wait(pid) if master is None else foreground.wait_with_terminal(pid, master)
+    # Before the process runs (it has by the time exec returns): signals meanwhile wait for it.
+    with foreground.SignalForwarder() as forwarder:
+        pid = rt.exec(cid, proc, opts)
+        forwarder.target(pid)
+        master = _receive_terminal(opts)
+        return foreground.wait(pid) if master is None else foreground.wait_with_terminal(pid, master)
 
 
 def _receive_terminal(opts: Any) -> int | None:

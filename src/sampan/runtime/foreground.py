@@ -14,26 +14,56 @@ def become_subreaper() -> None:
     set_child_subreaper()
 
 
+class SignalForwarder:
+    """While installed, the signals a runtime in the foreground forwards go to the container's
+    process instead of taking their default action on the runtime (which would end it and
+    leave the container behind). Installed before that process can run (it may be told to
+    stop at once); signals that come before its pid is known are delivered once it is."""
+
+    def __init__(self) -> None:
+        self._pid: int | None = None
+        self._pending: list[int] = []
+        self._previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
+
+    def target(self, pid: int) -> None:
+        self._pid = pid
+        pending, self._pending = self._pending, []
+        for signum in pending:
+            _send(pid, signum)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __enter__(self) -> SignalForwarder:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.restore()
+
+    def _forward(self, signum: int, _frame: object) -> None:
+        if self._pid is None:
+            self._pending.append(signum)
+        else:
+            _send(self._pid, signum)
+
+
+def _send(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
 def wait(pid: int) -> int:
     """Wait for pid, reaping other orphans meanwhile; returns a shell-style exit code."""
-    def forward(signum: int, _frame: object) -> None:
+    while True:
         try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
-    try:
-        while True:
-            try:
-                got, status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                return 255
-            if got == pid:
-                return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            got, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 255
+        if got == pid:
+            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
 def wait_with_terminal(pid: int, master: int) -> int:
