@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 
 import pytest
 
-from private_daemons import DOCKER_CLI
+from private_daemons import DOCKER_CLI, in_netns
 
 
 ID = re.compile(r"^[0-9a-f]{64}$")
@@ -204,3 +205,31 @@ def test_docker_py(sampand):
             client.networks.get("pyn")
     finally:
         client.close()
+
+
+def test_run_publish_link_and_rm_link_with_the_docker_cli(sampand):
+    """docker run -p publishes (reached from the daemon's namespace, which plays the host here),
+    --link gives the alias and variables, docker rm --link removes the link."""
+    d = sampand.docker
+    web = _ok(d("run", "-d", "--name", "pubweb", "-p", "18080:80", "busybox", "sh", "-c",
+                "mkdir /www && echo hello > /www/index.html && exec httpd -f -p 80 -h /www")).strip()
+    port = _ok(d("port", "pubweb", "80/tcp"))
+    assert port == "0.0.0.0:18080\n"
+    deadline = time.monotonic() + 10
+    while True:
+        got = subprocess.run([*in_netns(sampand.netns), "wget", "-qO-", "http://127.0.0.1:18080/"],
+                             capture_output=True, text=True)
+        if got.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert got.stdout == "hello\n", got.stderr
+    out = _ok(d("run", "--rm", "--name", "linker", "--link", "pubweb:site", "busybox", "sh", "-c",
+                "wget -qO- http://site/; echo $SITE_PORT_80_TCP_ADDR; echo $SITE_NAME"))
+    ip = _ok(d("inspect", "-f", "{{.NetworkSettings.IPAddress}}", web)).strip()
+    assert out == f"hello\n{ip}\n/linker/site\n"
+    _ok(d("create", "--name", "keeper", "--link", "pubweb:site", "busybox", "true"))
+    assert _ok(d("inspect", "-f", "{{json .HostConfig.Links}}", "keeper")) == '["/pubweb:/keeper/site"]\n'
+    _ok(d("rm", "--link", "/keeper/site"))
+    assert _ok(d("inspect", "-f", "{{json .HostConfig.Links}}", "keeper")) == "null\n"
+    r = d("run", "-d", "-p", "18080:80", "busybox", "sleep", "30")
+    assert r.returncode == 125 and b"Bind for 0.0.0.0:18080 failed: port is already allocated" in r.stderr

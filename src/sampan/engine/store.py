@@ -141,14 +141,20 @@ class Store:
     def update_networks(self, cid: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """change(the container's endpoint requests) edits them in place, in one transaction
         (it may refuse by raising)."""
+        return self._update_document(cid, "networks", change)
+
+    def update_host_config(self, cid: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        return self._update_document(cid, "host_config", change)
+
+    def _update_document(self, cid: str, column: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         with self.lock, self.tx() as c:
-            row = c.execute("SELECT networks FROM containers WHERE id = ?", (cid,)).fetchone()
+            row = c.execute(f"SELECT {column} FROM containers WHERE id = ?", (cid,)).fetchone()
             if row is None:
                 raise KeyError(cid)
-            networks = json.loads(row[0])
-            change(networks)
-            c.execute("UPDATE containers SET networks = ? WHERE id = ?", (json.dumps(networks), cid))
-        return networks
+            doc = json.loads(row[0])
+            change(doc)
+            c.execute(f"UPDATE containers SET {column} = ? WHERE id = ?", (json.dumps(doc), cid))
+        return doc
 
     def rename(self, cid: str, new: str) -> None:
         with self.lock, self.tx() as c:

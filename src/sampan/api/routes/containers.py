@@ -36,6 +36,7 @@ class ContainerRoutes:
             ("GET", "/containers/json", self.list), ("POST", "/containers/create", self.create),
             ("POST", "/containers/prune", self.prune),
             ("GET", c + "/json", self.inspect), ("DELETE", c, self.delete),
+            ("DELETE", "/containers/{parent}/{alias}", self.delete_link),
             ("POST", c + "/start", self.start), ("POST", c + "/stop", self.stop),
             ("POST", c + "/restart", self.restart), ("POST", c + "/kill", self.kill),
             ("POST", c + "/pause", self.pause), ("POST", c + "/unpause", self.unpause),
@@ -105,6 +106,14 @@ class ContainerRoutes:
         await self.workers.run(self.engine.resize, request.match_info["id"], query_int(request, "h", 0),
                                query_int(request, "w", 0))
         return web.Response(status=200)
+
+    async def delete_link(self, request: web.Request) -> web.Response:
+        """`docker rm --link /web/alias`: the path is the link's name."""
+        if not query_bool(request, "link"):
+            raise web.HTTPNotFound()
+        await self.workers.run(self.engine.remove_link,
+                               f"/{request.match_info['parent']}/{request.match_info['alias']}")
+        return web.Response(status=204)
 
     async def delete(self, request: web.Request) -> web.Response:
         await self.workers.run(self.engine.remove, request.match_info["id"], query_bool(request, "force"),

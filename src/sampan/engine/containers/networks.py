@@ -83,6 +83,17 @@ class NetworksMixin(EngineBase):
         atomic_write(path, json.dumps(spec).encode(), 0o600)
         return hosts
 
+    def remove_link(self, name: str) -> None:
+        """``docker rm --link /web/alias``: the link goes from the linking container (its
+        hosts file and variables at its next start)."""
+        parent, _, alias = name.strip("/").rpartition("/")
+        rec = self._get(parent) if parent else None
+        wanted = f":/{rec['name']}/{alias}" if rec else ""
+        if rec is None or not any(e.endswith(wanted) for e in rec["host_config"].get("Links") or []):
+            raise NotFound(f"Could not find container for entity id {name}")
+        self.store.update_host_config(rec["id"], lambda hc: hc.update(
+            Links=[e for e in hc.get("Links") or [] if not e.endswith(wanted)] or None))
+
     def _network_down(self, rec: dict) -> None:
         """What the run had, released (idempotent; a failure is left for the next start's
         restore rather than failing a stop or a removal)."""
