@@ -84,6 +84,19 @@ def verb(fn: Callable[[Client, Any], int], name: str) -> Callable[[Any], int]:
     return handler
 
 
+def object_group(sub: Any, name: str, help: str) -> Callable[..., Any]:
+    """`sampan NAME VERB ...` (volume, network): the group's parser under ``sub``, and its
+    add(verb, fn, help, aliases=()) that adds a verb and returns the verb's parser."""
+    group = sub.add_parser(name, help=help, description=help).add_subparsers(dest=f"{name}_command",
+                                                                             metavar="COMMAND")
+
+    def add(verb_name: str, fn: Callable[[Client, Any], int], verb_help: str, aliases: tuple = ()) -> Any:
+        p = group.add_parser(verb_name, help=verb_help, description=verb_help, aliases=list(aliases))
+        p.set_defaults(func=verb(fn, f"{name} {verb_name}"))
+        return p
+    return add
+
+
 def each(names: list[str], fn: Callable[[str], Any], quiet: bool = False) -> int:
     """``fn(name)`` for each name, printing it when done, as docker's multi-object verbs do
     (stop, rm, pause, ...): a refused one is reported and the others still go; exit 1 then."""

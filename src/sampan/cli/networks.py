@@ -10,7 +10,7 @@ import sys
 
 from .. import errors
 from .client import APIError, Client, quote
-from .command import CLIError, daemon_error, each, verb
+from .command import CLIError, daemon_error, each, object_group, verb
 from .containers import filters_query
 from .createflags import parse_kv
 
@@ -229,13 +229,7 @@ COMMANDS = frozenset(("network", "port"))
 
 def register(sub: argparse._SubParsersAction) -> None:
     """`network ...` and `port`."""
-    net = sub.add_parser("network", help="Manage networks", description="Manage networks").add_subparsers(
-        dest="network_command", metavar="COMMAND")
-
-    def add(name: str, fn: object, help: str, aliases: tuple = ()) -> argparse.ArgumentParser:
-        p = net.add_parser(name, help=help, description=help, aliases=list(aliases))
-        p.set_defaults(func=verb(fn, "network " + name))  # type: ignore[arg-type]
-        return p
+    add = object_group(sub, "network", "Manage networks")
 
     p = add("create", cmd_network_create, "Create a network")
     p.add_argument("-d", "--driver", default="bridge", help="Driver to manage the Network")

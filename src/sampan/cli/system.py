@@ -7,7 +7,7 @@ import sys
 from .. import API_VERSION
 from ..units import bytes_size, human_size
 from .client import Client
-from .command import each, verb
+from .command import each, object_group, verb
 from .containers import filters_query
 from .createflags import parse_kv
 
@@ -123,13 +123,7 @@ def cmd_version(client: Client, ns: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction, system: argparse._SubParsersAction) -> None:
     """`volume ...`, `version`, `info` and `system info`."""
-    vol = sub.add_parser("volume", help="Manage volumes", description="Manage volumes").add_subparsers(
-        dest="volume_command", metavar="COMMAND")
-
-    def add(name: str, fn: object, help: str, aliases: tuple = ()) -> argparse.ArgumentParser:
-        p = vol.add_parser(name, help=help, description=help, aliases=list(aliases))
-        p.set_defaults(func=verb(fn, "volume " + name))  # type: ignore[arg-type]
-        return p
+    add = object_group(sub, "volume", "Manage volumes")
 
     p = add("create", cmd_volume_create, "Create a volume")
     p.add_argument("-d", "--driver", default="local", help="Specify volume driver name")
