@@ -9,18 +9,19 @@ import _socket
 import os
 import time
 
-from .. import timefmt
-from ..oci import runtime_spec
 from . import hooks, state as st
-from .device_rules import with_device_rules
 from .errors import BadState, ContainerNotFound, RuntimeError_
 from .fsutil import atomic_write, remove_tree
-from .init import InitOptions, stage1, stage1_direct
 from .sync import Channel, ChildError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
+
+    from .init import InitOptions
+
+# create and exec import what they use (the spec, the init's side) themselves: the other
+# verbs, each a process of its own when containerd or dockerd runs them, need none of it.
 
 
 class ProcessOptions:
@@ -64,7 +65,10 @@ class Runtime:
     # -- create / start ---------------------------------------------------------------
     def create(self, container_id: str, bundle: str, opts: CreateOptions | None = None) -> int:
         opts = opts or CreateOptions()
+        from .. import timefmt
+        from ..oci import runtime_spec
         from . import validate
+        from .init import InitOptions
 
         st.check_id(container_id)
         bundle = os.path.abspath(bundle)
@@ -148,6 +152,8 @@ class Runtime:
         # Usually (a new pid namespace, nothing to join, no user or time namespace) the init is
         # forked straight into a pid namespace unshared for it here; else an intermediate child
         # enters or makes the namespaces and forks it (stage1).
+        from .device_rules import with_device_rules
+        from .init import stage1, stage1_direct
         from .namespaces import new_kinds, plan
         entries = plan(opts.spec)
         new = new_kinds(entries)
@@ -343,6 +349,7 @@ class Runtime:
         join = [(kind, f"/proc/{record['pid']}/ns/{KINDS[kind][1]}") for kind, _ in plan(spec)]
         console = _console_for(proc, opts)
         from .cgroups import manager_from_state
+        from .init import InitOptions, stage1
         cgroup = manager_from_state(record["cgroup"])
         init_opts = InitOptions(spec=spec, process=proc, preserve_fds=opts.preserve_fds, console=console, join=join,
                                 stdio=opts.stdio)
