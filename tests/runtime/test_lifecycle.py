@@ -384,7 +384,9 @@ def test_spec_writes_a_config_the_runtime_runs(rt, tmp_path, busybox_rootfs):
     d = tmp_path / "specced"
     d.mkdir()
     rt("spec", "--bundle", str(d)).ok()
-    config = json.loads((d / "config.json").read_text())
+    text = (d / "config.json").read_text()
+    config = json.loads(text)
+    assert text == json.dumps(config, indent="\t")  # laid out as runc lays it out
     assert config["ociVersion"] and config["root"]["path"] == "rootfs"
     r = rt("spec", "--bundle", str(d))
     assert r.returncode != 0 and "exists" in r.err, "spec must not overwrite a config.json"
@@ -401,6 +403,8 @@ def test_state_shows_the_annotations(rt, bundle):
     cid = rt.new_id()
     rt.create(cid, bundle.args("sleep", "100"))
     assert rt.state(cid)["annotations"] == {"org.example.key": "value", "other": "x"}
+    out = rt("state", cid).ok().out
+    assert out == json.dumps(json.loads(out), indent=2) + "\n"  # runc's layout, the nested object too
 
 
 def test_kill_of_a_created_container(rt, bundle):
