@@ -152,7 +152,6 @@ class Runtime:
         # Usually (a new pid namespace, nothing to join, no user or time namespace) the init is
         # forked straight into a pid namespace unshared for it here; else an intermediate child
         # enters or makes the namespaces and forks it (stage1).
-        from .device_rules import with_device_rules
         from .init import stage1, stage1_direct
         from .namespaces import new_kinds, plan
         entries = plan(opts.spec)
@@ -184,6 +183,7 @@ class Runtime:
             parent.expect("hooks")
             # Limits apply once the root filesystem is made: a device rule may forbid its mknods.
             # (Without hooks the init goes on meanwhile: pivot_root, seccomp, capabilities.)
+            from .device_rules import with_device_rules  # (loaded while the init works)
             resources = with_device_rules(opts.spec.get("linux") or {})
             if resources:
                 cgroup.set(resources)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from . import fs, v1_resources
+from . import fs
 from .base import FREEZE_TIMEOUT, Manager, limit_or_none
 from .resources import controller_of
 
@@ -31,6 +31,9 @@ class V1Manager(Manager):
             _inherit_cpuset(self._paths["cpuset"])
 
     def set(self, resources: dict) -> None:
+        # The planners load here, not with the manager: a container start sets its limits once
+        # its process is forked, so they load while that process works, not before its fork.
+        from . import v1_resources
         plan = v1_resources.plan(resources, fs.Files(self._dir_of))
         for name, value in plan:
             controller = controller_of(name)

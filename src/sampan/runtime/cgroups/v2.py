@@ -4,7 +4,7 @@ from __future__ import annotations
 import errno
 import os
 
-from . import devices, fs, v2_resources
+from . import fs
 from .base import FREEZE_TIMEOUT, SIGKILL, Manager, limit_or_none
 from .hierarchy import UNIFIED
 from .resources import V2_CONTROLLERS, controller_of
@@ -43,7 +43,9 @@ class V2Manager(Manager):
 
     def set(self, resources: dict) -> None:
         # Input is checked before the first write; enabling controllers comes before
-        # planning, which reads some of their files.
+        # planning, which reads some of their files. (The planners load here for the reason
+        # v1.V1Manager.set gives.)
+        from . import devices, v2_resources
         unified = v2_resources.unified(resources.get("unified") or {})
         rules = resources.get("devices")
         device_state = None if rules is None else devices.effective(devices.parse_rules(rules))
