@@ -58,15 +58,25 @@ def ip(*argv: str, netns_path: str | None = None) -> str:
     return done.stdout
 
 
-def net_state(netns_path: str | None = None) -> tuple[str, str, str]:
+def net_state(netns_path: str | None = None, ipv6: bool = False) -> tuple[str, ...]:
     """Links, IPv4 addresses and IPv4 routes of a namespace, without what changes by itself a
     moment after a link is up: IPv6 link-local addresses, carrier (a bridge's comes when a
-    port starts forwarding: the state column, a route's "linkdown")."""
+    port starts forwarding: the state column, a route's "linkdown"). With ``ipv6``, its IPv6
+    addresses and routes too, but for link-local and multicast ones (which come and go with
+    links' carrier)."""
     links = sorted(line.split()[0] for line in ip("-br", "link", netns_path=netns_path).splitlines())
     addrs = sorted(" ".join(w for i, w in enumerate(line.split()) if i != 1)
                    for line in ip("-4", "-br", "addr", netns_path=netns_path).splitlines())
     routes = ip("-4", "route", "show", "table", "all", netns_path=netns_path).replace(" linkdown", "")
-    return "\n".join(links), "\n".join(addrs), routes
+    state: tuple[str, ...] = ("\n".join(links), "\n".join(addrs), routes)
+    if ipv6:
+        addrs6 = sorted(" ".join(w for i, w in enumerate(line.split()) if i != 1 and not w.startswith("fe80:"))
+                        for line in ip("-6", "-br", "addr", netns_path=netns_path).splitlines())
+        routes6 = sorted(line.replace(" linkdown", "") for line in
+                         ip("-6", "route", "show", "table", "all", netns_path=netns_path).splitlines()
+                         if "fe80:" not in line and not line.startswith(("multicast", "ff00:")))
+        state += ("\n".join(addrs6), "\n".join(routes6))
+    return state
 
 
 def sandboxes(m: Manager) -> list[str]:

@@ -125,10 +125,11 @@ def test_failure_at_each_connect_step_leaves_nothing(manager):
 class _FailingFirewall(NoFirewall):
     """A firewall that refuses: the manager must undo what it made before asking it."""
 
-    def ensure_network(self, name: str, bridge: str, subnet: str, internal: bool) -> None:
+    def ensure_network(self, name: str, bridge: str, subnet: str, internal: bool, subnet6: str = "") -> None:
         raise NetworkError("firewall refused the network")
 
-    def publish(self, container_id: str, container_ip: str, bridge: str, ports: list[PortMapping]) -> None:
+    def publish(self, container_id: str, container_ip: str, bridge: str, ports: list[PortMapping],
+                container_ip6: str = "") -> None:
         raise Conflict("Bind for 0.0.0.0:80 failed: port is already allocated")
 
 

@@ -43,3 +43,8 @@ def test_hosts_and_hostname():
     assert out.endswith("ff02::2\tip6-allrouters\n10.0.0.9\tdb\n172.18.0.2\tweb.example.com web\n")
     assert files.hosts_file("172.17.0.2", "3b6f1b1d7f8e").endswith("\n172.17.0.2\t3b6f1b1d7f8e\n")
     assert files.hostname_file("web") == "web\n"
+
+
+def test_hosts_file_has_the_ipv6_address_too():
+    out = files.hosts_file("172.18.0.2", "web", "", [("db", "10.0.0.9")], ip6="fd12:3456:789a::2")
+    assert out.endswith("10.0.0.9\tdb\n172.18.0.2\tweb\nfd12:3456:789a::2\tweb\n")

@@ -3,14 +3,16 @@ released addresses come back only after the others, checks of fixed addresses an
 from __future__ import annotations
 
 import ipaddress
+import json
 import secrets
 import threading
+from dataclasses import replace
 
 import pytest
 
 from sampan.errors import Conflict, NotFound
 from sampan.network.api import AddressInUse, Endpoint, InvalidNetworkConfig, Network, PoolExhausted
-from sampan.network.ipam import Ipam, check_gateway, mac_of, parse_subnet, pick_subnet
+from sampan.network.ipam import Ipam, check_gateway, mac_of, parse_subnet, pick_subnet, pick_subnet6
 
 
 def _net(name: str = "n", subnet: str = "10.40.0.0/16", ip_range: str = "") -> Network:
@@ -133,3 +135,50 @@ def test_a_network_with_an_endpoint_is_not_removed(tmp_path):
         ipam.allocate(net, _ep(net, "late"))
     assert ipam.networks() == []
     ipam.close()
+
+
+def test_ipv6_addresses_in_turn_never_twice_and_old_records(tmp_path):
+    ipam = Ipam.open(str(tmp_path))
+    net = replace(_net("six", "10.53.0.0/16"), subnet6="fd00:53::/120", gateway6="fd00:53::1")
+    ipam.add_network(net)
+    got = [ipam.allocate(net, _ep(net, f"c{i}")) for i in range(3)]
+    assert [(e.ip6, e.prefixlen6, e.gateway6) for e in got] == [
+        (f"fd00:53::{n}", 120, "fd00:53::1") for n in (2, 3, 4)]
+    ipam.release(net.id, "c0")
+    assert ipam.allocate(net, _ep(net, "c3")).ip6 == "fd00:53::5"  # in turn, not the one just freed
+    with pytest.raises(AddressInUse):
+        ipam.allocate(net, replace(_ep(net, "c4"), ip6="fd00:53::3"))
+    with pytest.raises(InvalidNetworkConfig, match="no IPv6 subnet"):
+        ipam.allocate(_net("four"), replace(_ep(net, "c4"), ip6="fd00:53::9"))
+    # 256 addresses but the subnet's own and the gateway's (no broadcast in IPv6): the last
+    # one given wraps around to the first freed
+    for i in range(4, 255):
+        ipam.allocate(net, _ep(net, f"c{i}"))
+    with pytest.raises(PoolExhausted, match="no available IPv6 addresses"):
+        ipam.allocate(net, _ep(net, "one-too-many"))
+    assert ipam.endpoints(container_id="c253")[0].ip6 == "fd00:53::ff"
+    assert ipam.endpoints(container_id="c254")[0].ip6 == "fd00:53::2"
+    with pytest.raises(AddressInUse, match="Pool overlaps"):
+        ipam.add_network(replace(_net("other", "10.54.0.0/24"), subnet6="fd00:53::80/121", gateway6="fd00:53::81"))
+    assert [str(s) for s in ipam.subnets6()] == ["fd00:53::/120"]
+    # records written before IPv6 existed (no subnet6/gateway6, no ip6) still load, as IPv4-only
+    old = _net("old", "10.55.0.0/24")
+    ipam.add_network(old)
+    ep = ipam.allocate(old, _ep(old, "o"))
+    for table, key, rid in (("networks", "id", old.id), ("network_endpoints", "network_id", old.id)):
+        record = json.loads(ipam.conn.execute(f"SELECT record FROM {table} WHERE {key} = ?", (rid,)).fetchone()[0])
+        for gone in ("subnet6", "gateway6", "ip6", "prefixlen6"):
+            record.pop(gone, None)
+        ipam.conn.execute(f"UPDATE {table} SET record = ? WHERE {key} = ?", (json.dumps(record), rid))
+    assert [n for n in ipam.networks() if n.name == "old"] == [old] and not old.enable_ipv6
+    assert ipam.endpoints(container_id="o") == [ep] and ep.ip6 == ""
+    ipam.close()
+
+
+def test_ula_subnet_choice():
+    for _ in range(20):
+        picked = ipaddress.IPv6Network(pick_subnet6([ipaddress.IPv6Network("fd00::/9"), ipaddress.IPv6Network("::/0")]))
+        assert picked.prefixlen == 64 and picked.subnet_of(ipaddress.IPv6Network("fd80::/9"))
+        assert int(picked.network_address) & ((1 << 80) - 1) == 0  # subnet id 0 of its /48
+    with pytest.raises(PoolExhausted, match="IPv6"):
+        pick_subnet6([ipaddress.IPv6Network("fd00::/8")])

@@ -52,10 +52,22 @@ class Network:
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     created: float = 0.0
+    # IPv6 (--ipv6), beside the IPv4 subnet; "" on an IPv4-only network (and in records
+    # written before IPv6 existed, which load with these defaults)
+    subnet6: str = ""      # "fd12:3456:789a::/64"
+    gateway6: str = ""     # "fd12:3456:789a::1"
 
     @property
     def prefixlen(self) -> int:
         return int(self.subnet.rpartition("/")[2])
+
+    @property
+    def enable_ipv6(self) -> bool:
+        return bool(self.subnet6)
+
+    @property
+    def prefixlen6(self) -> int:
+        return int(self.subnet6.rpartition("/")[2]) if self.subnet6 else 0
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,9 @@ class Endpoint:
     mac: str
     aliases: tuple[str, ...] = ()
     ports: tuple[PortMapping, ...] = ()
+    ip6: str = ""          # on an IPv6 network ("" otherwise)
+    prefixlen6: int = 0
+    gateway6: str = ""
 
 
 class Firewall(Protocol):
@@ -78,16 +93,20 @@ class Firewall(Protocol):
 
     Every call is idempotent: ensuring what exists or removing what is gone succeeds."""
 
-    def ensure_network(self, name: str, bridge: str, subnet: str, internal: bool) -> None:
-        """Masquerade for the subnet (not for internal networks), isolation from other networks."""
+    def ensure_network(self, name: str, bridge: str, subnet: str, internal: bool, subnet6: str = "") -> None:
+        """Masquerade for the subnet (and ``subnet6``, an IPv6 network's: "" for none; not
+        for internal networks), isolation from other networks."""
 
     def remove_network(self, name: str) -> None: ...
 
     def publish(self, container_id: str, container_ip: str, bridge: str,
-                ports: list[PortMapping]) -> list[PortMapping]:
+                ports: list[PortMapping], container_ip6: str = "") -> list[PortMapping]:
         """DNAT each mapping to the container and return the mappings as published (a host
         port of 0 or a host range resolved; none on an internal network); a host port already
-        taken raises errors.Conflict with Docker's message and publishes nothing."""
+        taken raises errors.Conflict with Docker's message and publishes nothing. With
+        ``container_ip6`` (an IPv6 network), a mapping on every host address is published on
+        IPv4 (host_ip "") and IPv6 ("::") with the same host port, and an IPv6 host address
+        goes to that address."""
 
     def unpublish(self, container_id: str) -> None: ...
 
@@ -99,14 +118,14 @@ class NoFirewall:
     """A Firewall that does nothing: a host whose firewall sampan must not touch (dockerd's
     --iptables=false), where containers get addresses and routes but no NAT or published ports."""
 
-    def ensure_network(self, name: str, bridge: str, subnet: str, internal: bool) -> None:
+    def ensure_network(self, name: str, bridge: str, subnet: str, internal: bool, subnet6: str = "") -> None:
         return None
 
     def remove_network(self, name: str) -> None:
         return None
 
     def publish(self, container_id: str, container_ip: str, bridge: str,
-                ports: list[PortMapping]) -> list[PortMapping]:
+                ports: list[PortMapping], container_ip6: str = "") -> list[PortMapping]:
         return []
 
     def unpublish(self, container_id: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import socket
 import threading
 from typing import Callable
 
@@ -45,33 +46,36 @@ class BridgeDriver:
         return netlink.index_of(ifname) is not None
 
     # -------------------------------------------------------------------- host
-    def host_subnets(self) -> list[ipaddress.IPv4Network]:
-        """What the host's routes (every table) and addresses cover: a new network must not overlap."""
-        out: set[ipaddress.IPv4Network] = set()
+    def host_subnets(self, version: int = 4) -> list[ipaddress.IPv4Network] | list[ipaddress.IPv6Network]:
+        """What the host's routes (every table) and addresses of that IP ``version`` cover: a new
+        network must not overlap. The default route is left out (it covers everything)."""
+        family = socket.AF_INET if version == 4 else socket.AF_INET6
+        out: set = set()
         with self.lock:
-            routes = self.ipr.get_routes(family=2)  # every table
-            addrs = self.ipr.get_addr(family=2)
+            routes = self.ipr.get_routes(family=family)  # every table
+            addrs = self.ipr.get_addr(family=family)
         for r in routes:
             dst, length = r.get_attr("RTA_DST"), r["dst_len"]
             if dst and length:
-                out.add(ipaddress.IPv4Network(f"{dst}/{length}", strict=False))
+                out.add(ipaddress.ip_network(f"{dst}/{length}", strict=False))
         for a in addrs:
-            out.add(ipaddress.IPv4Network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False))
+            out.add(ipaddress.ip_network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False))
         return sorted(out)
 
     @staticmethod
-    def enable_forwarding() -> None:
-        """net.ipv4.ip_forward=1 in this thread's namespace (/proc/sys/net follows the calling
-        thread's namespace), left on as Docker leaves it."""
-        with open("/proc/sys/net/ipv4/ip_forward", "r+") as f:
-            if f.read().strip() != "1":
-                f.seek(0)
-                f.write("1")
+    def enable_forwarding(ipv6: bool = False) -> None:
+        """net.ipv4.ip_forward=1 (and with ``ipv6`` net.ipv6.conf.all.forwarding=1) in this
+        thread's namespace (/proc/sys/net follows the calling thread's namespace), left on as
+        Docker leaves them."""
+        _sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+        if ipv6:
+            _sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")
 
     # ----------------------------------------------------------------- bridges
-    def ensure_bridge(self, name: str, gateway: str, prefixlen: int) -> None:
-        """The bridge ``name``, up, with the gateway address; made if missing, and removed
-        again if a later step fails. A bridge that exists is completed, never re-made."""
+    def ensure_bridge(self, name: str, gateway: str, prefixlen: int, gateway6: str = "", prefixlen6: int = 0) -> None:
+        """The bridge ``name``, up, with the gateway address (and ``gateway6``, an IPv6
+        network's); made if missing, and removed again if a later step fails. A bridge that
+        exists is completed, never re-made."""
         if len(name) > IFNAMSIZ:
             raise NetworkError(f"bridge name {name} is longer than {IFNAMSIZ} characters")
         index = netlink.index_of(name)
@@ -84,12 +88,22 @@ class BridgeDriver:
                 raise NetworkError(f"bridge {name} vanished while it was set up")
             with self.lock:
                 link = self.ipr.get_links(index)[0]
-                have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in self.ipr.get_addr(family=2, index=index)}
+                have = {(str(ipaddress.ip_address(a.get_attr("IFA_ADDRESS"))), a["prefixlen"])
+                        for family in ((socket.AF_INET, socket.AF_INET6) if gateway6 else (socket.AF_INET,))
+                        for a in self.ipr.get_addr(family=family, index=index)}
             kind = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
             if kind != "bridge":
                 raise NetworkError(f"link {name} exists and is not a bridge ({kind or 'no kind'})")
             if (gateway, prefixlen) not in have:
                 _kernel(lambda: self.nl.add_address(index, name, gateway, prefixlen))
+            if gateway6:
+                _ipv6_on(name)  # a host whose default is disable_ipv6=1 made the bridge without it
+                # No DAD for the link-local address the bridge gets with its first port: while
+                # it is tentative (1-2 s) the host cannot solicit a neighbour for a packet whose
+                # source is not the bridge's (a published port's DNAT from a host address).
+                _sysctl(f"/proc/sys/net/ipv6/conf/{name}/accept_dad", "0")
+                if (gateway6, prefixlen6) not in have:
+                    _kernel(lambda: self.nl.add_address(index, name, gateway6, prefixlen6))
             _kernel(lambda: self.nl.set_up(index, name))
         except BaseException:
             if made:
@@ -113,11 +127,13 @@ class BridgeDriver:
 
     # --------------------------------------------------------------- endpoints
     def attach(self, *, netns_path: str, bridge: str, host_ifname: str, ifname: str, ip: str,
-               prefixlen: int, gateway: str, mac: str, mtu: int = 0) -> None:
+               prefixlen: int, gateway: str, mac: str, mtu: int = 0, ip6: str = "", prefixlen6: int = 0,
+               gateway6: str = "") -> None:
         """A veth pair: ``host_ifname`` on the bridge (up, hairpin), its peer made directly in
-        the namespace as ``ifname`` with ``mac``, ``ip``/``prefixlen``, IPv6 off (an IPv4
-        network, as Docker), up, and a default route via ``gateway`` (none when ``gateway``
-        is ""); both ends with ``mtu`` (0: the kernel's)."""
+        the namespace as ``ifname`` with ``mac``, ``ip``/``prefixlen``, up, and a default route
+        via ``gateway`` (none when ``gateway`` is ""); both ends with ``mtu`` (0: the kernel's).
+        With ``ip6`` (an IPv6 network) the peer has IPv6 on, without DAD, ``ip6``/``prefixlen6``
+        and a default IPv6 route via ``gateway6`` (if not ""); without, IPv6 off (as Docker)."""
         if len(host_ifname) > IFNAMSIZ or len(ifname) > IFNAMSIZ:
             raise NetworkError(f"link name {host_ifname if len(host_ifname) > IFNAMSIZ else ifname} is longer "
                                f"than {IFNAMSIZ} characters")
@@ -135,7 +151,8 @@ class BridgeDriver:
             if index is None:
                 raise NetworkError(f"veth {host_ifname} vanished while it was set up")
             _kernel(lambda: self.nl.set_hairpin(index, host_ifname))
-            netns.run_in(netns_path, lambda: _configure_inside(ifname, ip, prefixlen, gateway))
+            netns.run_in(netns_path, lambda: _configure_inside(ifname, ip, prefixlen, gateway, ip6, prefixlen6,
+                                                               gateway6))
         except BaseException:
             self.detach(host_ifname)
             raise
@@ -153,17 +170,42 @@ def _kernel(call: Callable[[], None]) -> None:
         raise NetworkError(e.strerror) from e
 
 
-def _configure_inside(ifname: str, ip: str, prefixlen: int, gateway: str) -> None:
-    """In the container's namespace (a thread that joined it): address, up, default route."""
+def _configure_inside(ifname: str, ip: str, prefixlen: int, gateway: str, ip6: str, prefixlen6: int,
+                      gateway6: str) -> None:
+    """In the container's namespace (a thread that joined it): addresses, up, default routes."""
     index = netlink.index_of(ifname)
     if index is None:
         raise NetworkError(f"{ifname} is missing in the container's network namespace")
-    _disable_ipv6(ifname)
+    if ip6:
+        _ipv6_on(ifname)
+        # before the link is up: its link-local address usable at once too
+        _sysctl(f"/proc/sys/net/ipv6/conf/{ifname}/accept_dad", "0")
+    else:
+        _disable_ipv6(ifname)
     with netlink.Socket() as nl:
         _kernel(lambda: nl.add_address(index, ifname, ip, prefixlen))
+        if ip6:
+            _kernel(lambda: nl.add_address(index, ifname, ip6, prefixlen6))
         _kernel(lambda: nl.set_up(index, ifname))
         if gateway:
             _kernel(lambda: nl.add_default_route(index, gateway))
+        if gateway6:
+            _kernel(lambda: nl.add_default_route(index, gateway6))
+
+
+def _sysctl(path: str, value: str) -> None:
+    """Write a /proc/sys value (of the calling thread's network namespace) unless it has it."""
+    with open(path, "r+") as f:
+        if f.read().strip() != value:
+            f.seek(0)
+            f.write(value)
+
+
+def _ipv6_on(ifname: str) -> None:
+    try:
+        _sysctl(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "0")
+    except FileNotFoundError:
+        raise NetworkError(f"IPv6 on {ifname}: this kernel has no IPv6") from None
 
 
 def _disable_ipv6(ifname: str) -> None:

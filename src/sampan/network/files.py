@@ -27,14 +27,14 @@ def hostname_file(hostname: str) -> str:
 
 
 def hosts_file(ip: str = "", hostname: str = "", domainname: str = "",
-               extra: list[tuple[str, str]] | None = None) -> str:
+               extra: list[tuple[str, str]] | None = None, ip6: str = "") -> str:
     """The default records, ``extra`` (``--add-host``: (names, address) pairs), then the
-    container's own ("<ip>\\t<fqdn> <short name>") when it has an address."""
+    container's own ("<ip>\\t<fqdn> <short name>") for its address and its IPv6 address
+    (an IPv6 network's), each when it has one, as Docker writes both."""
     records = [*_DEFAULT_HOSTS, *((addr, names) for names, addr in extra or ())]
-    if ip:
-        fqdn = f"{hostname}.{domainname}" if domainname else hostname
-        names = fqdn + (" " + fqdn.split(".", 1)[0] if "." in fqdn else "")
-        records.append((ip, names))
+    fqdn = f"{hostname}.{domainname}" if domainname else hostname
+    names = fqdn + (" " + fqdn.split(".", 1)[0] if "." in fqdn else "")
+    records += [(address, names) for address in (ip, ip6) if address]
     return "".join(f"{addr}\t{names}\n" for addr, names in records)
 
 

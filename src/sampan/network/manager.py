@@ -24,7 +24,7 @@ from typing import Iterable
 from . import netns
 from .api import AddressInUse, Endpoint, Firewall, InvalidNetworkConfig, Network, PortMapping
 from .bridge import IFNAMSIZ, BridgeDriver
-from .ipam import Ipam, check_gateway, check_ip_range, parse_subnet, pick_subnet
+from .ipam import Ipam, check_gateway, check_ip_range, parse_subnet, pick_subnet, pick_subnet6
 from ..errors import NotFound
 
 DEFAULT_NETWORK = "bridge"      # Docker's name for the default network
@@ -103,11 +103,16 @@ class Manager:
 
     def create_network(self, name: str, *, subnet: str = "", gateway: str = "", ip_range: str = "",
                        internal: bool = False, options: dict[str, str] | None = None,
-                       labels: dict[str, str] | None = None) -> Network:
+                       labels: dict[str, str] | None = None, enable_ipv6: bool = False, subnet6: str = "",
+                       gateway6: str = "") -> Network:
         """A bridge network; its subnet picked clear of the host's routes and other networks
-        when not given. Nothing is left behind when it fails."""
+        when not given. With ``enable_ipv6`` an IPv6 subnet too: ``subnet6``, or a ULA /64
+        with a random global id clear of the host's IPv6 routes and other networks; its
+        gateway ``gateway6`` or the first address. Nothing is left behind when it fails."""
         if not _NAME.match(name):
             raise InvalidNetworkConfig(f'invalid network name "{name}": it must match [a-zA-Z0-9][a-zA-Z0-9_.-]*')
+        if (subnet6 or gateway6) and not enable_ipv6:
+            raise InvalidNetworkConfig(f"an IPv6 subnet or gateway needs IPv6 enabled on network {name} (--ipv6)")
         options = dict(options or {})
         network_id = secrets.token_hex(32)
         bridge = options.get(BRIDGE_NAME_OPTION) or (DEFAULT_BRIDGE if name == DEFAULT_NETWORK else f"br-{network_id[:12]}")
@@ -119,9 +124,15 @@ class Manager:
                 net_subnet = parse_subnet(subnet)
             else:
                 net_subnet = ipaddress.IPv4Network(pick_subnet([*self.driver.host_subnets(), *self.ipam.subnets()]))
+            net_subnet6 = None
+            if enable_ipv6:
+                net_subnet6 = parse_subnet(subnet6 or pick_subnet6([*self.driver.host_subnets(6),
+                                                                    *self.ipam.subnets6()]), 6)
             net = Network(id=network_id, name=name, driver="bridge", bridge=bridge, subnet=str(net_subnet),
                           gateway=check_gateway(net_subnet, gateway), ip_range=check_ip_range(net_subnet, ip_range),
-                          internal=internal, options=options, labels=dict(labels or {}), created=time.time())
+                          internal=internal, options=options, labels=dict(labels or {}), created=time.time(),
+                          subnet6=str(net_subnet6) if net_subnet6 else "",
+                          gateway6=check_gateway(net_subnet6, gateway6) if net_subnet6 else "")
             if self.driver.link_exists(bridge):
                 raise AddressInUse(f"bridge name {bridge} is already in use on the host")
             self.ipam.add_network(net)
@@ -135,11 +146,11 @@ class Manager:
     def _make(self, net: Network) -> None:
         """The bridge and its firewall: completed if they exist; a bridge this call made is
         removed again if the firewall fails (which undoes its own part)."""
-        self.driver.enable_forwarding()
+        self.driver.enable_forwarding(ipv6=net.enable_ipv6)
         made = not self.driver.link_exists(net.bridge)
-        self.driver.ensure_bridge(net.bridge, net.gateway, net.prefixlen)
+        self.driver.ensure_bridge(net.bridge, net.gateway, net.prefixlen, net.gateway6, net.prefixlen6)
         try:
-            self.firewall.ensure_network(net.name, net.bridge, net.subnet, net.internal)
+            self.firewall.ensure_network(net.name, net.bridge, net.subnet, net.internal, subnet6=net.subnet6)
         except BaseException:
             if made:
                 self.driver.remove_bridge(net.bridge)
@@ -167,10 +178,11 @@ class Manager:
         return self.ipam.endpoints(container_id=container_id)
 
     def connect(self, container_id: str, netns_path: str, network: str, *, ip: str = "", mac: str = "",
-                aliases: Iterable[str] = (), ports: Iterable[PortMapping] = ()) -> Endpoint:
+                aliases: Iterable[str] = (), ports: Iterable[PortMapping] = (), ip6: str = "") -> Endpoint:
         """Attach the container's namespace to a network: an address (``ip`` checked and taken
-        if given), a veth pair (``mac``, or Docker's 02:42:<ip>), the default route (on the
-        container's first network that is not internal), and ``ports`` published (the
+        if given; on an IPv6 network an IPv6 one too, ``ip6`` likewise), a veth pair (``mac``,
+        or Docker's 02:42:<ip>), the default routes (IPv4: on the container's first network
+        that is not internal; IPv6: its first such IPv6 network), and ``ports`` published (the
         endpoint records them as the firewall resolved them). All or nothing."""
         net = self.get(network)
         if mac and not _MAC.match(mac):
@@ -181,17 +193,20 @@ class Manager:
         # the default route goes via the first network with a way out, as Docker's gateway endpoint
         internal = {n.id for n in self.ipam.networks() if n.internal}
         routed = not net.internal and all(e.network_id in internal for e in existing)
+        routed6 = not net.internal and all(e.network_id in internal or not e.ip6 for e in existing)
         ep = self.ipam.allocate(net, Endpoint(
             container_id=container_id, network_id=net.id, netns=netns_path, ifname=ifname,
             host_ifname=host_ifname(), ip=ip, prefixlen=net.prefixlen, gateway=net.gateway,
-            mac=mac, aliases=tuple(aliases), ports=tuple(ports)))
+            mac=mac, aliases=tuple(aliases), ports=tuple(ports), ip6=ip6))
         try:
             self.driver.attach(netns_path=netns_path, bridge=net.bridge, host_ifname=ep.host_ifname,
                                ifname=ep.ifname, ip=ep.ip, prefixlen=ep.prefixlen,
-                               gateway=net.gateway if routed else "", mac=ep.mac, mtu=_mtu(net.options))
+                               gateway=net.gateway if routed else "", mac=ep.mac, mtu=_mtu(net.options),
+                               ip6=ep.ip6, prefixlen6=ep.prefixlen6, gateway6=net.gateway6 if routed6 else "")
             try:
                 if ep.ports:
-                    published = self.firewall.publish(container_id, ep.ip, net.bridge, list(ep.ports))
+                    published = self.firewall.publish(container_id, ep.ip, net.bridge, list(ep.ports),
+                                                      container_ip6=ep.ip6)
                     try:
                         ep = self.ipam.update_endpoint(replace(ep, ports=tuple(published)))
                     except BaseException:

@@ -2,7 +2,7 @@
 plain socket.
 
 A bridge, a veth pair, hairpin on a bridge port, an address, a link up or deleted, a default
-route: each is one request and one acknowledgement, ~0.1 ms here. pyroute2 (which the
+route (IPv4 or IPv6): each is one request and one acknowledgement, ~0.1 ms here. pyroute2 (which the
 driver uses only to read: links, the host's routes and addresses) costs ~1 ms a request
 through its asyncio machinery and ~2 ms to open a socket; on the path every ``run`` takes,
 that would be most of the time. A socket belongs to the network namespace of the thread that
@@ -24,6 +24,7 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_PROTINFO, IFLA_LINKINFO, 
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFLA_BRPORT_MODE = 4  # hairpin
 IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFA_F_NODAD = 0x02
 RTA_OIF, RTA_GATEWAY = 4, 5
 NLA_F_NESTED = 0x8000
 IFF_UP = 0x1
@@ -122,16 +123,21 @@ class Socket:
         self.request(RTM_DELLINK, 0, _ifinfo(index), f"delete link {ifname}")
 
     def add_address(self, index: int, ifname: str, ip: str, prefixlen: int) -> None:
-        packed = ipaddress.IPv4Address(ip).packed
-        body = _IFADDR.pack(socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index) \
-            + _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed)
+        """An IPv4 or IPv6 address; an IPv6 one without duplicate address detection (nodad):
+        sampan's IPAM hands it out, and DAD would keep it unusable ("tentative") for a second."""
+        addr = ipaddress.ip_address(ip)
+        family, flags = (socket.AF_INET, 0) if addr.version == 4 else (socket.AF_INET6, IFA_F_NODAD)
+        body = _IFADDR.pack(family, prefixlen, flags, RT_SCOPE_UNIVERSE, index) \
+            + _attr(IFA_LOCAL, addr.packed) + _attr(IFA_ADDRESS, addr.packed)
         self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"add address {ip}/{prefixlen} to {ifname}")
 
     def add_default_route(self, index: int, gateway: str) -> None:
-        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0) \
-            + _attr(RTA_GATEWAY, ipaddress.IPv4Address(gateway).packed) + _attr(RTA_OIF, struct.pack("=I", index))
+        """The default route (IPv4 or IPv6, as ``gateway`` is) via ``gateway`` on link ``index``."""
+        addr = ipaddress.ip_address(gateway)
+        family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
+        body = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0) \
+            + _attr(RTA_GATEWAY, addr.packed) + _attr(RTA_OIF, struct.pack("=I", index))
         self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body, f"add default route via {gateway}")
-
 
 def index_of(ifname: str) -> int | None:
     """A link's index in the calling thread's namespace (if_nametoindex: an ioctl), or None."""

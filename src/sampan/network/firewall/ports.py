@@ -1,5 +1,9 @@
 """Published ports: a PortMapping resolved into host-port bindings, the conflicts Docker
 refuses, and the check that nothing else on the host listens on a port about to be published.
+
+A binding is IPv4 or IPv6 as its container address is (DNAT keeps the family): a mapping on
+every host address of a container with an IPv6 address too is two bindings, one per family,
+with the same host port; "0.0.0.0" asks for IPv4 only, "::" for IPv6 only.
 """
 from __future__ import annotations
 
@@ -37,28 +41,45 @@ class Binding:
     container_ip: str
     container_low: int
 
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.container_ip else 4
+
     def overlaps(self, other: "Binding") -> bool:
-        return (self.proto == other.proto
+        return (self.proto == other.proto and self.family == other.family
                 and (not self.host_ip or not other.host_ip or self.host_ip == other.host_ip)
                 and self.host_low <= other.host_high and other.host_low <= self.host_high)
 
     def shown(self, port: int) -> str:
-        return f"{self.host_ip or '0.0.0.0'}:{port}"
+        """Docker's words for the host side: "0.0.0.0:8080", ":::8080", "fd00::1:8080"."""
+        return f"{self.host_ip or _ANY[self.family]}:{port}"
 
     def mapping(self) -> PortMapping:
+        """As published: host_ip "" is every IPv4 address, "::" every IPv6 one."""
         single = self.host_low == self.host_high
-        return PortMapping(self.host_ip, self.host_low, self.container_low, self.proto,
-                           0 if single else self.host_high,
+        return PortMapping(self.host_ip or ("::" if self.family == 6 else ""), self.host_low, self.container_low,
+                           self.proto, 0 if single else self.host_high,
                            0 if single else self.container_low + self.host_high - self.host_low)
 
 
-def _host_ip(value: str) -> str:
-    if value in ("", "0.0.0.0"):
-        return ""
+_ANY = {4: "0.0.0.0", 6: "::"}
+
+
+def _targets(value: str, container_ip: str, container_ip6: str) -> tuple[str, list[str]]:
+    """(the host address, "" for every one; the container addresses to send it to)."""
+    if value == "":
+        return "", [container_ip, *([container_ip6] if container_ip6 else [])]
     try:
-        return str(ipaddress.IPv4Address(value))
+        addr = ipaddress.ip_address(value)
     except ValueError:
-        raise errors.Invalid(f"invalid host IP address for a published port: {value!r} (IPv4 only)") from None
+        raise errors.Invalid(f"invalid host IP address for a published port: {value!r}") from None
+    host_ip = "" if addr.is_unspecified else str(addr)
+    if addr.version == 4:
+        return host_ip, [container_ip]
+    if not container_ip6:
+        raise errors.Invalid(f"invalid host IP address for a published port: {value!r} "
+                             f"(IPv6, and the network has no IPv6)")
+    return host_ip, [container_ip6]
 
 
 def _span(low: int, end: int, what: str) -> tuple[int, int]:
@@ -75,15 +96,16 @@ def ephemeral_range() -> tuple[int, int]:
     return int(low), int(high)
 
 
-def resolve(container_ip: str, ports: Iterable[PortMapping],
-            free: Callable[[Binding], bool]) -> list[Binding]:
-    """The bindings ``ports`` ask for; a host port of 0, or a host range for one container
-    port, takes the first port for which ``free`` says yes (Docker's picking rules)."""
+def resolve(container_ip: str, ports: Iterable[PortMapping], free: Callable[[Binding], bool],
+            container_ip6: str = "") -> list[Binding]:
+    """The bindings ``ports`` ask for (on every host address: IPv4, and IPv6 too when the
+    container has ``container_ip6``); a host port of 0, or a host range for one container
+    port, takes the first port for which ``free`` says yes for each family (Docker's picking rules)."""
     out: list[Binding] = []
     for p in ports:
         if p.proto not in PROTOS:
             raise errors.Invalid(f"invalid proto: {p.proto}")
-        host_ip = _host_ip(p.host_ip)
+        host_ip, targets = _targets(p.host_ip, container_ip, container_ip6)
         c_low, c_high = _span(p.container_port, p.container_port_end, "container")
         if c_low == 0:
             raise errors.Invalid("invalid container port: 0")
@@ -93,25 +115,27 @@ def resolve(container_ip: str, ports: Iterable[PortMapping],
             low, high = ephemeral_range()
             candidates = range(low, high + 1)
             for c in range(c_low, c_high + 1):
-                out.append(_pick(host_ip, p.proto, candidates, container_ip, c, free, out))
+                out += _pick(host_ip, p.proto, candidates, targets, c, free, out)
         elif h_high - h_low + 1 == count:
-            out.append(Binding(p.proto, host_ip, h_low, h_high, container_ip, c_low))
+            out += [Binding(p.proto, host_ip, h_low, h_high, target, c_low) for target in targets]
         elif count == 1:  # -p 8000-8010:80: one free port of the host range
-            out.append(_pick(host_ip, p.proto, range(h_low, h_high + 1), container_ip, c_low, free, out))
+            out += _pick(host_ip, p.proto, range(h_low, h_high + 1), targets, c_low, free, out)
         else:
             raise errors.Invalid(f"invalid ranges specified for container and host ports: "
                                  f"{c_low}-{c_high} and {h_low}-{h_high}")
     return out
 
 
-def _pick(host_ip: str, proto: str, candidates: range, container_ip: str, container_port: int,
-          free: Callable[[Binding], bool], taken: list[Binding]) -> Binding:
+def _pick(host_ip: str, proto: str, candidates: range, targets: list[str], container_port: int,
+          free: Callable[[Binding], bool], taken: list[Binding]) -> list[Binding]:
+    """The bindings to ``targets`` of the first candidate host port free for all of them."""
     for port in candidates:
-        b = Binding(proto, host_ip, port, port, container_ip, container_port)
-        if free(b) and not any(b.overlaps(t) for t in taken):
-            return b
+        bindings = [Binding(proto, host_ip, port, port, target, container_port) for target in targets]
+        if all(free(b) and not any(b.overlaps(t) for t in taken) for b in bindings):
+            return bindings
     first, last = candidates[0], candidates[-1]
-    raise PortAllocated(f"Bind for {host_ip or '0.0.0.0'}:{first}-{last} failed: port is already allocated")
+    shown = Binding(proto, host_ip, first, last, targets[0], container_port).shown(first)
+    raise PortAllocated(f"Bind for {shown}-{last} failed: port is already allocated")
 
 
 def first_conflict(wanted: Binding, held: Iterable[Binding]) -> int | None:
@@ -134,11 +158,11 @@ class Listeners:
     _LISTEN = "0A"
 
     def __init__(self) -> None:
-        self._held: dict[str, dict[int, set[str]]] = {}
+        self._held: dict[tuple[str, int], dict[int, set[str]]] = {}
 
-    def _table(self, proto: str) -> dict[int, set[str]]:
-        """port -> the IPv4 addresses holding it ("" = every address) for ``proto``."""
-        if proto not in self._held:
+    def _table(self, proto: str, family: int) -> dict[int, set[str]]:
+        """port -> the addresses of ``family`` holding it ("" = every address) for ``proto``."""
+        if (proto, family) not in self._held:
             held: dict[int, set[str]] = {}
             for name in self._FILES[proto]:
                 try:
@@ -151,33 +175,37 @@ class Listeners:
                     if proto == "tcp" and fields[3] != self._LISTEN:
                         continue
                     address, _, port = fields[1].partition(":")
-                    ip = _proc_address(address)
+                    ip = _proc_address(address, family)
                     if ip is not None:
                         held.setdefault(int(port, 16), set()).add(ip)
-            self._held[proto] = held
-        return self._held[proto]
+            self._held[(proto, family)] = held
+        return self._held[(proto, family)]
 
     def first(self, b: Binding) -> int | None:
         """The first host port of ``b`` a socket on this host holds, or None."""
         if b.proto == "sctp" or b.host_high - b.host_low < _BIND_AT_MOST:
             return _first_bound(b)
-        held = self._table(b.proto)
+        held = self._table(b.proto, b.family)
         taken = [port for port, addresses in held.items() if b.host_low <= port <= b.host_high
                  and (not b.host_ip or "" in addresses or b.host_ip in addresses)]
         return min(taken) if taken else None
 
 
-def _proc_address(hex_address: str) -> str | None:
-    """An address of /proc/net/{tcp,udp}[6] as an IPv4 address, "" for any, None for an
-    IPv6 address that holds no IPv4 port."""
+def _proc_address(hex_address: str, family: int = 4) -> str | None:
+    """An address of /proc/net/{tcp,udp}[6] as an address of ``family``, "" for any, None for
+    one that holds no port of that family (an IPv4 socket holds no IPv6 port; an IPv6 one
+    holds an IPv4 port only on :: or a v4-mapped address)."""
     raw = bytes.fromhex(hex_address)
     # the kernel prints each 32-bit word in host order (little-endian here)
     words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
     if words == bytes(len(words)):
-        return ""
+        return "" if family == 4 or len(words) == 16 else None
+    mapped = len(words) == 16 and words[:12] == bytes(10) + b"\xff\xff"
+    if family == 6:
+        return socket.inet_ntop(socket.AF_INET6, words) if len(words) == 16 and not mapped else None
     if len(words) == 4:
         return socket.inet_ntoa(words)
-    if words[:12] == bytes(10) + b"\xff\xff":
+    if mapped:
         return socket.inet_ntoa(words[12:])
     return None
 
@@ -186,19 +214,22 @@ def _first_bound(b: Binding) -> int | None:
     """The first port of ``b`` that binding a socket to (and letting go) finds taken."""
     kind, proto = {"tcp": (socket.SOCK_STREAM, 0), "udp": (socket.SOCK_DGRAM, 0),
                    "sctp": (socket.SOCK_STREAM, _SCTP)}[b.proto]
+    family = socket.AF_INET6 if b.family == 6 else socket.AF_INET
     for port in range(b.host_low, b.host_high + 1):
         try:
-            s = socket.socket(socket.AF_INET, kind, proto)
+            s = socket.socket(family, kind, proto)
         except OSError as e:
-            if e.errno in (errno.EPROTONOSUPPORT, errno.ESOCKTNOSUPPORT):
-                return None  # no SCTP in this kernel: nothing can listen on it
+            if e.errno in (errno.EPROTONOSUPPORT, errno.ESOCKTNOSUPPORT, errno.EAFNOSUPPORT):
+                return None  # no SCTP (or IPv6) in this kernel: nothing can listen on it
             raise
         with s:
             if kind == socket.SOCK_STREAM:
                 # a connection in TIME_WAIT does not hold the port; a listener does
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # the IPv6 port only: the IPv4 one is checked on its own
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
-                s.bind((b.host_ip or "0.0.0.0", port))
+                s.bind((b.host_ip or _ANY[b.family], port))
             except OSError as e:
                 if e.errno == errno.EADDRINUSE:
                     return port
