@@ -4,10 +4,11 @@ same server reached directly at the container's address.
 
 A private dockerd (its default bridge and userland proxy, docker-proxy, which carries
 127.0.0.1's traffic) and a private sampand (its default network; the kernel's DNAT), each in
-a network namespace of its own (bench/net_common.py). Each runs busybox httpd in a container
-published with `-p 8080:80`. wrk (Debian's) runs in each daemon's namespace against
-http://127.0.0.1:8080/ (published) and http://CONTAINER-IP:80/ (direct) for --duration seconds
-a target, the four targets once a round in an order that rotates, after one unmeasured round.
+a network namespace of its own (bench/net_common.py). A measurement runs busybox httpd in a new
+container published with `-p PORT:80` (a new host port each time, see FIRST_HOST_PORT), then
+wrk (Debian's) in the daemon's namespace against http://127.0.0.1:PORT/ (published) or
+http://CONTAINER-IP:80/ (direct) for --duration seconds, then removes the container; the four
+targets once a round in an order that rotates, after one unmeasured round.
 Prints the median, min and max requests per second of each target and the ratios: sampan
 published / docker published (goal >= 1.5x) and sampan published / sampan direct (goal >=
 0.95x). Run as root:
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import itertools
 import re
 import shutil
 import statistics
@@ -32,7 +34,11 @@ from private_daemons import in_netns  # noqa: E402
 
 WRK = shutil.which("wrk")
 BUSYBOX = shutil.which("busybox")
-HOST_PORT = 8080
+# Every measurement has a server container and a host port of its own: busybox httpd closes
+# first, so each request leaves a TIME_WAIT socket in the server's namespace (and docker-proxy
+# one on 127.0.0.1 in the daemon's) for 60 s; a few rounds' worth of those made new connects
+# collide with them and the rates fall by 5-10x round after round.
+FIRST_HOST_PORT = 8080
 # busybox httpd in the foreground, serving one small page (a request's cost is the connection's:
 # busybox httpd answers HTTP/1.0 and closes, so wrk opens a connection per request)
 SERVER = ["sh", "-c", "echo hello from busybox httpd > /tmp/index.html && exec httpd -f -p 80 -h /tmp"]
@@ -70,22 +76,28 @@ def main() -> int:
     dockerd = sampand = None
     try:
         dockerd, sampand = start_networked()
-        targets = {}
-        for engine, cli, env, netns in (("sampan", args.sampan, sampand.env, sampand.netns),
-                                        ("docker", DOCKER_CLI, dockerd.env, dockerd.netns)):
-            cid = timed_output([cli, "run", "-d", "-p", f"{HOST_PORT}:80", IMAGE, *SERVER], env)[1].strip()
-            address = json.loads(timed_output([cli, "inspect", cid], env)[1])[0]["NetworkSettings"]["IPAddress"]
-            if not address:
-                raise RuntimeError(f"{engine}: container {cid[:12]} has no address on the default bridge")
-            for label, url in (("published", f"http://127.0.0.1:{HOST_PORT}/index.html"),
-                               ("direct", f"http://{address}:80/index.html")):
-                wait_serving(netns, url)
-                targets[f"{engine} {label}"] = (netns, url)
+        engines = {"sampan": (args.sampan, sampand.env, sampand.netns),
+                   "docker": (DOCKER_CLI, dockerd.env, dockerd.netns)}
+        host_ports = itertools.count(FIRST_HOST_PORT)
 
-        def measure(netns: str, url: str):
-            return lambda: wrk(netns, url, args.duration, args.connections, args.threads)
+        def measure(engine: str, published: bool):
+            def once() -> float:
+                cli, env, netns = engines[engine]
+                port = next(host_ports)
+                cid = timed_output([cli, "run", "-d", "-p", f"{port}:80", IMAGE, *SERVER], env)[1].strip()
+                try:
+                    address = json.loads(timed_output([cli, "inspect", cid], env)[1])[0]["NetworkSettings"]["IPAddress"]
+                    if not address:
+                        raise RuntimeError(f"{engine}: container {cid[:12]} has no address on the default bridge")
+                    url = f"http://127.0.0.1:{port}/index.html" if published else f"http://{address}:80/index.html"
+                    wait_serving(netns, url)
+                    return wrk(netns, url, args.duration, args.connections, args.threads)
+                finally:
+                    timed_output([cli, "rm", "-f", cid], env)
+            return once
 
-        samples = interleaved({name: measure(*target) for name, target in targets.items()}, args.rounds, warmup=1)
+        samples = interleaved({f"{engine} {'published' if published else 'direct'}": measure(engine, published)
+                               for engine in engines for published in (True, False)}, args.rounds, warmup=1)
     finally:
         stop_both(dockerd, sampand)
 
@@ -93,7 +105,7 @@ def main() -> int:
                     "threads": args.threads}
     for name, rates in samples.items():
         result[name] = {"median_rps": round(statistics.median(rates)), "min_rps": round(min(rates)),
-                        "max_rps": round(max(rates)), "url": targets[name][1]}
+                        "max_rps": round(max(rates))}
     medians = {name: result[name]["median_rps"] for name in samples}
     result["ratio_published_sampan_docker"] = round(medians["sampan published"] / medians["docker published"], 3)
     result["ratio_sampan_published_direct"] = round(medians["sampan published"] / medians["sampan direct"], 3)
