@@ -21,31 +21,11 @@ from ..runtime.errors import BadState, ContainerNotFound
 from ..timefmt import rfc3339_ns
 from .exits import Exits
 from .loop import field, runtime_of
-from .procs import STDERR, STDOUT, WARM_FOR, Conn, OpError, Proc, exit_code
+from .procs import STDERR, STDOUT, Conn, OpError, Proc, exit_code
 from .streams import console_size, set_size
 
 
 class Containers(Exits):
-    def op_warm(self, conn: Conn, rid: object, req: dict) -> dict:
-        """A container is about to be created: start paying the cgroup migration's grace period."""
-        self._warm_cgroups()
-        return {}
-
-    def _warm_cgroups(self) -> None:
-        """Moving a new init into its cgroups first waits an RCU grace period (5-16 ms) when no
-        cgroup migration happened lately (linux/cgroup_lock.py): a helper thread pays it now,
-        in parallel with the create, and keeps the lock warm (a no-op write of its own pid
-        every 3 ms) for a second, so that containers started in a row do not pay it again."""
-        now = time.monotonic()
-        if now < self._warm_until:
-            return
-        from ..linux.cgroup_lock import MigrationLockWarmer
-        try:
-            MigrationLockWarmer(give_up_after=WARM_FOR)
-        except RuntimeError:  # no thread to be had: only an optimisation
-            return
-        self._warm_until = now + WARM_FOR - 0.05
-
     # -- stdio ----------------------------------------------------------------------------
     def _pipes(self, proc: Proc, tty: bool, keep_stdin: bool) -> tuple[tuple[int, int, int], list[int]]:
         """The child's stdio and the fds to close in the supervisor once it is forked."""
@@ -92,8 +72,6 @@ class Containers(Exits):
     # -- ops ------------------------------------------------------------------------------
     def op_create(self, conn: Conn, rid: object, req: dict) -> dict:
         runtime = runtime_of(self, req)
-        if runtime is self.runtime:
-            self._warm_cgroups()
         cid, bundle = field(req, "container"), field(req, "bundle")
         try:
             rstate.check_id(cid)

@@ -52,7 +52,6 @@ class Loop:
         self.pid_path = os.path.join(self.exec_root, "supervisor.pid")
         self._wake_r = self._wake_w = -1
         self._devnull = -1
-        self._warm_until = 0.0
 
     # -- fd bookkeeping ---------------------------------------------------------------
     def _set(self, fd: int, callback: Handler | None, events: int) -> None:

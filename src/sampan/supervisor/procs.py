@@ -20,7 +20,6 @@ MAX_LINE = 4 * 1024 * 1024  # longest request line
 SUBSCRIBER_MAX = 1024 * 1024  # a subscriber that lets this much pile up is dropped (it resubscribes)
 EVENT_RING = 4096     # exit events kept for subscribers that resubscribe with `after`
 DRAIN_GRACE = 2.0     # seconds to wait for EOF on a process's output after it exited
-WARM_FOR = 1.0        # seconds the cgroup migration lock is kept warm after a create (or "warm")
 STDOUT, STDERR = 1, 2
 STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 

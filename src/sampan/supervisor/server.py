@@ -3,7 +3,8 @@
 Memory per container is a Proc object, two or three fds and a log fd: output is read in
 64 KiB chunks and written straight to the log; attachers get it through bounded buffers
 (when one is full the container's output is paused until it drains, so nothing is lost and
-nothing grows without bound). No thread (but the cgroup warmer's), no asyncio.
+nothing grows without bound). No thread (a single-threaded process gets clone3 CLONE_INTO_CGROUP:
+its inits join their cgroups with no RCU grace period), no asyncio.
 
 The parts: loop.py (event loop, socket, requests), streams.py (output, stdin, attach),
 exits.py (reaping, exit records, events), containers.py (create .. delete), execs.py (exec).

@@ -58,7 +58,6 @@ def log_config(requested: dict | None) -> dict:
 
 class CreateMixin(EngineBase):
     def create(self, body: dict, name: str | None = None) -> str:
-        self._warm()
         body = dict(body or {})
         check_create_body(body)
         hc = dict(body.get("HostConfig") or {})
@@ -243,13 +242,3 @@ class CreateMixin(EngineBase):
                         self._unmount(cid)
             except Exception:  # noqa: BLE001 - the store may be closing
                 pass
-
-    def _warm(self) -> None:
-        """A start is likely to follow: the supervisor starts paying the kernel's cgroup
-        migration grace period now rather than when the init joins its cgroups."""
-        from ...supervisor.client import SupervisorError
-        try:
-            self._call("warm")
-        except (SupervisorError, OSError):
-            pass
-

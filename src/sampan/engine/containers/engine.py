@@ -17,7 +17,6 @@ from ...supervisor.client import SupervisorError
 from ...timefmt import ZERO_TIME
 from .. import links as _links
 from .. import restart as _restart
-from .. import spec as _spec
 from ..errors import EngineError, InvalidParameter
 from ..events import Events
 from ..networking import Networking
@@ -99,11 +98,6 @@ class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, S
         with self._files_cond:  # auto-removals finishing their files
             self._files_cond.wait_for(lambda: self._files_pending == 0, timeout=10)
         self._unmount_idle(everything=True)
-        try:  # our parent cgroup, if no container is left in it
-            from ...runtime.cgroups import remove_if_empty
-            remove_if_empty(_spec.CGROUP_PARENT)
-        except OSError:
-            pass
         self.restarter.close()
         if self._subscription is not None:  # its reader thread ends (a close alone would not wake it)
             try:

@@ -73,9 +73,10 @@ class Files:
             return False
 
 
-def make_dirs(path: str, created: list[str]) -> None:
+def make_dirs(path: str, created: list[str], attempts: int = 5) -> None:
     """mkdir `path` and its missing ancestors; record each ancestor made in `created` as it goes,
-    so a failure halfway still leaves a complete record for destroy()."""
+    so a failure halfway still leaves a complete record for destroy(). An ancestor another
+    container's destroy removes meanwhile (it made it, and found it empty) is made again."""
     missing = []
     p = path
     while not os.path.isdir(p):
@@ -86,6 +87,11 @@ def make_dirs(path: str, created: list[str]) -> None:
             os.mkdir(d, 0o755)
         except FileExistsError:
             continue
+        except FileNotFoundError:
+            if attempts <= 1:
+                raise OSError(errno.ENOENT, "cgroup: mkdir: its parent keeps being removed", d) from None
+            make_dirs(path, created, attempts - 1)
+            return
         except OSError as e:
             raise OSError(e.errno, f"cgroup: mkdir: {os.strerror(e.errno)}", d) from None
         if d != path:
