@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from cgroup_testlib import needs_root
-from sampan.linux.clone import fork_into, single_threaded
+from sampan.linux.clone import fork_into
 from sampan.linux.namespaces import CLONE_NEWPID
 from sampan.runtime.cgroups import manager_for
 from sampan.runtime.cgroups.join import Join
@@ -51,16 +51,44 @@ def _in_all(lines: list[str], name: str) -> bool:
     return bool(lines) and all(line.endswith(f"/{name}") for line in lines)
 
 
-@pytest.mark.skipif(not single_threaded(), reason="the test process has other threads")
-def test_a_process_cloned_into_its_cgroups_is_in_every_one(name, cleanup):
-    def fork(join: Join) -> int:
-        pid = fork_into(join.v2_dir_fd, CLONE_NEWPID)
-        assert pid is not None, "clone3 is not available here"
-        if pid == 0:
-            join.enter(cloned_into_v2=True)
-        return pid
+_CLONED_CHILD = """
+import json, os, sys
+from sampan.linux.clone import fork_into, single_threaded
+from sampan.linux.namespaces import CLONE_NEWPID
+from sampan.runtime.cgroups import manager_for
+name = sys.argv[1]
+assert single_threaded()
+m = manager_for("/" + name, name)
+m.create()
+join = m.join()
+r, w = os.pipe()
+pid = fork_into(join.v2_dir_fd, CLONE_NEWPID)
+assert pid is not None, "clone3 is not available here"
+if pid == 0:
+    join.enter(cloned_into_v2=True)
+    with open("/proc/self/cgroup") as f:
+        os.write(w, json.dumps([os.getpid(), f.read().splitlines()]).encode())
+    os._exit(0)
+join.close()
+os.close(w)
+report = os.read(r, 65536)
+_, status = os.waitpid(pid, 0)
+m.destroy()
+print(report.decode())
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
-    own_pid, lines = _child_report(name, cleanup, fork)
+
+def test_a_process_cloned_into_its_cgroups_is_in_every_one(name, cleanup):
+    """In a fresh interpreter: clone3 is for single-threaded processes only, and a pytest
+    worker has threads of its own."""
+    import json
+    import subprocess
+    import sys
+    cleanup(manager_for(f"/{name}", name))  # (removed if the child could not)
+    done = subprocess.run([sys.executable, "-c", _CLONED_CHILD, name], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    own_pid, lines = json.loads(done.stdout)
     assert own_pid == 1  # the new pid namespace
     assert _in_all(lines, name), lines
 
