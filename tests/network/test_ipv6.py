@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import socket
 import statistics
@@ -238,7 +239,9 @@ def uplinked(host_ns, tmp_path) -> Iterator[tuple[Manager, str]]:
         m.close()
         m.ipam.close()
         firewall.close()
-        netns.remove(outside)
+        # a failed test's sandboxes (the links in them go with host_ns), and the outside
+        for path in [*(os.path.join(m.netns_dir, name) for name in sandboxes(m)), outside]:
+            netns.remove(path)
 
 
 def test_published_ports_egress_and_internal_over_ipv6(uplinked):
@@ -287,10 +290,17 @@ def test_published_ports_egress_and_internal_over_ipv6(uplinked):
         state = net_state(ipv6=True), ruleset()
         with pytest.raises(Exception, match=r"^Bind for :::8081 failed: port is already allocated$"):
             m.connect("d" * 64, d, "pub6", ports=[PortMapping("", 8081, 80)])
-        with socket.create_server(("::", 8090), family=socket.AF_INET6):  # an IPv6-only listener
-            with pytest.raises(Exception, match=r"failed to bind host port for :::8090:fd00:87::[0-9a-f]+:80/tcp: address already in use$"):
-                m.connect("d" * 64, d, "pub6", ports=[PortMapping("", 8090, 80)])
+        with socket.create_server(("::", 8190), family=socket.AF_INET6):  # an IPv6-only listener
+            for ports in ([PortMapping("", 8190, 80)],  # one port: a bind tried; a range: /proc read
+                          [PortMapping("::", 8150, 8150, host_port_end=8249, container_port_end=8249)]):
+                with pytest.raises(Exception, match=r"^failed to bind host port for :::8190:fd00:87::[0-9a-f]+:"
+                                                    r"(80|8190)/tcp: address already in use$"):
+                    m.connect("d" * 64, d, "pub6", ports=ports)
         assert (net_state(ipv6=True), ruleset()) == state and m.endpoints("d" * 64) == []
+        # an IPv4-only listener holds no IPv6 port
+        with socket.create_server(("0.0.0.0", 8070)):
+            assert m.connect("d" * 64, d, "pub6", ports=[PortMapping("::", 8070, 80)]).ports == (
+                PortMapping("::", 8070, 80),)
         m.remove_sandbox("d" * 64)
     finally:
         for s in [*servers, outside_server]:
