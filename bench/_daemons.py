@@ -21,14 +21,15 @@ SAMPAN_CLI = "/usr/local/bin/sampan" if os.access("/usr/local/bin/sampan", os.X_
 IMAGE = Dockerd.image
 
 
-def start_both(one_netns: bool = False) -> tuple[Dockerd, Sampand]:
+def start_both(one_netns: bool = False, docker_bridge: str | None = None) -> tuple[Dockerd, Sampand]:
     """Both daemons up, busybox:local in both; with one_netns sampand runs in dockerd's
-    network namespace (both reach one registry there on 127.0.0.1)."""
+    network namespace (both reach one registry there on 127.0.0.1); docker_bridge: dockerd's
+    default networking on that --bip (Dockerd's bridge), else none."""
     if os.geteuid() != 0:
         raise SystemExit("run as root")
     if not (DOCKERD and DOCKER_CLI):
         raise SystemExit("dockerd and the docker CLI are needed (scripts/setup.sh installs them)")
-    d = Dockerd(busybox_rootfs(), own_mounts=True)
+    d = Dockerd(busybox_rootfs(), bridge=docker_bridge, own_mounts=True)
     s = None
     try:
         d.start()

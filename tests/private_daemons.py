@@ -2,12 +2,13 @@
 a temporary directory of its own, started, waited for and torn down the same way.
 
 Every daemon gets its own data, state and sockets (files in its directories, so clients on
-the host reach them), its own cgroup parent, and a network namespace of its own (loopback
-up, gone with its last process): with --bridge=none dockerd deletes a docker0 it finds, and
-dockerd and containerd may touch links, routes and the firewall. ``network`` may instead name
-another daemon's namespace (``other.netns``) to share its loopback: a registry, a dockerd and
-a sampand that must all reach each other on 127.0.0.1 (``in_netns`` runs a client there).
-``network="host"`` keeps the host's (tests/api's sampand, whose tests use it).
+the host reach them), its own cgroup parent, and a network namespace of its own (a file in
+its directory, loopback up, kept across a restart of the daemon and removed at teardown):
+dockerd and sampand make bridges and firewall rules, which must not touch the host's.
+``network`` may instead name another daemon's namespace (``other.netns``) to share its
+loopback: a registry, a dockerd and a sampand that must all reach each other on 127.0.0.1
+(``in_netns`` runs a client there). ``network="host"`` keeps the host's (a sampand that
+reaches the test registries, with --bridge none --iptables=false).
 
 The mount namespace stays the host's unless ``own_mounts``: the drop-in tests check the
 mounts a daemon leaves; a benchmark's daemon takes its mounts into a namespace of its own,
@@ -89,12 +90,10 @@ def in_netns(netns: str | None) -> list[str]:
 
 
 def namespaces(network: str, own_mounts: bool) -> list[str]:
-    """The argv prefix that puts a daemon in its namespaces (see the module's docstring)."""
-    argv = [] if network in ("own", "host") else in_netns(network)
-    if network == "own":
-        argv += [UNSHARE, "--net", *(["--mount", "--propagation", "private"] if own_mounts else []),
-                 "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
-    elif own_mounts:
+    """The argv prefix that puts a daemon in its namespaces (see the module's docstring):
+    ``network`` is "host" or a namespace file."""
+    argv = [] if network == "host" else in_netns(network)
+    if own_mounts:
         argv += [UNSHARE, "--mount", "--propagation", "private", "--"]
     return argv
 
@@ -117,6 +116,13 @@ class PrivateDaemon:
         self.network, self.own_mounts = network, own_mounts
         self.suffix = secrets.token_hex(4)
         self.tmp = tempfile.mkdtemp(prefix=f"sampan-{self.name}-")
+        self.own_netns = ""
+        if network == "own":
+            # a namespace file, not `unshare --net` per spawn: a daemon restarted (kill, start)
+            # comes back to its bridge, veths, firewall and the supervisor that kept running
+            from sampan.network import netns
+            self.own_netns = self.network = f"{self.tmp}/netns"
+            netns.create(self.own_netns)
         self.cgroup_parent = f"/sampan-test-{self.name}-{self.suffix}"
         self.log = Path(self.tmp) / f"{self.name}.log"
         self.proc: subprocess.Popen | None = None
@@ -125,7 +131,7 @@ class PrivateDaemon:
     @property
     def netns(self) -> str:
         """The path of the daemon's network namespace (for ``in_netns`` and ``network=``)."""
-        if self.network not in ("own", "host"):
+        if self.network != "host":
             return self.network
         return f"/proc/{self.proc.pid}/ns/net"
 
@@ -196,6 +202,9 @@ class PrivateDaemon:
                 except ProcessLookupError:
                     pass
             wait_gone(stray, 10)
+        if self.own_netns:
+            from sampan.network import netns
+            netns.remove(self.own_netns)
         for d in self.dirs:
             left = mounts_under(d)
             if left:
@@ -231,9 +240,12 @@ class Dockerd(PrivateDaemon):
     name = "dockerd"
     image = "busybox:local"
 
-    def __init__(self, rootfs: Path, **namespaces_) -> None:
+    def __init__(self, rootfs: Path, bridge: str | None = None, **namespaces_) -> None:
+        """bridge: dockerd's default networking, in the daemon's own network namespace (docker0
+        with this --bip, its iptables rules and userland proxy); None: --bridge=none, and the
+        firewall, forwarding and masquerade left alone."""
         super().__init__(**namespaces_)
-        self.rootfs = rootfs
+        self.rootfs, self.bridge = rootfs, bridge
         self.sock = f"{self.tmp}/docker.sock"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
         self.env.update(DOCKER_HOST=f"unix://{self.sock}", DOCKER_CONFIG=f"{self.tmp}/cli",
@@ -252,9 +264,10 @@ class Dockerd(PrivateDaemon):
             DOCKERD, "--config-file", str(cfg),
             "--data-root", f"{self.tmp}/data", "--exec-root", f"{self.tmp}/exec",
             "--pidfile", f"{self.tmp}/docker.pid", "--host", f"unix://{self.sock}",
-            # leave the host's firewall, forwarding sysctl and links alone
-            "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
-            "--bridge=none", "--cgroup-parent", self.cgroup_parent,
+            *(["--bip", self.bridge] if self.bridge else
+              # leave the host's firewall, forwarding sysctl and links alone
+              ["--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none"]),
+            "--cgroup-parent", self.cgroup_parent,
         ])
         self._wait_ready(lambda: subprocess.run([DOCKER_CLI, "version"], env=self.env, capture_output=True,
                                                 stdin=subprocess.DEVNULL, timeout=10).returncode == 0)
