@@ -39,6 +39,9 @@ def _port(text: str, what: str) -> int:
 
 def parse_port_key(key: str) -> tuple[int, int, str]:
     """"80/tcp", "80", "8000-8010/udp" -> (first, last, protocol)."""
+    port, _, proto = key.partition("/")
+    if port.isdigit() and proto in PROTOCOLS and 0 < int(port) <= 65535:  # (the usual form, quickly)
+        return int(port), int(port), proto
     m = _PORT_KEY.match(key.strip())
     if not m:
         raise InvalidParameter(f"invalid port specification: \"{key}\"")
@@ -82,11 +85,11 @@ def _host_ip(text: str) -> str:
 
 def exposed(config: dict, host_config: dict) -> list[str]:
     """The container's ports ("80/tcp"), exposed by the image or the request, or published."""
-    keys = set()
+    ports = set()
     for key in [*(config.get("ExposedPorts") or {}), *(host_config.get("PortBindings") or {})]:
         low, high, proto = parse_port_key(key)
-        keys.update(f"{p}/{proto}" for p in range(low, high + 1))
-    return sorted(keys, key=lambda k: (k.split("/")[1], int(k.split("/")[0])))
+        ports.update((proto, p) for p in range(low, high + 1))
+    return [f"{p}/{proto}" for proto, p in sorted(ports)]
 
 
 def port_mappings(config: dict, host_config: dict) -> list[PortMapping]:

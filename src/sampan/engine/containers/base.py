@@ -44,6 +44,7 @@ class EngineBase:
     images: ImageStore
     volumes: Volumes
     net: Networking
+    _exposed_cache: dict[str, list[str]]  # container id -> its exposed ports (networks.py)
     restarter: Restarter
     _locks: dict[str, threading.RLock]
     _locks_lock: threading.Lock

@@ -68,6 +68,7 @@ class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, S
                               bridge_subnet, bridge_gateway)
         self.net.name_of = lambda cid: (lambda rec: rec["name"] if rec else None)(self.store.get(cid))
         self.net.links_of = self._links_of
+        self._exposed_cache = {}
         self.restarter = _restart.Restarter(self._restart_start)
         self._locks: dict[str, threading.RLock] = {}
         self._locks_lock = threading.Lock()
