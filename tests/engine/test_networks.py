@@ -322,3 +322,22 @@ def test_stats_count_the_container_interfaces(engine, engine_netns):
     assert set(after) == {"eth0"}
     assert after["eth0"]["tx_bytes"] - before["tx_bytes"] > 5000 and after["eth0"]["rx_packets"] > before["rx_packets"]
     assert "networks" not in engine.stats(_running(engine, ["sleep", "5"], HostConfig={"NetworkMode": "none"}))
+
+
+def test_ipv6_network(engine):
+    made = engine.network_create({"Name": "six", "EnableIPv6": True,
+                                  "IPAM": {"Config": [{"Subnet": "fd00:77::/64"}]}})
+    shape = engine.network_inspect(made["Id"])
+    assert shape["EnableIPv6"] is True
+    assert [c["Subnet"] for c in shape["IPAM"]["Config"]][1] == "fd00:77::/64"
+    web = _httpd(engine, "over-v6", name="web6", HostConfig={"NetworkMode": "six"})
+    _wait_port(engine, web)
+    ep = engine.inspect(web)["NetworkSettings"]["Networks"]["six"]
+    assert ep["GlobalIPv6Address"].startswith("fd00:77::") and ep["GlobalIPv6PrefixLen"] == 64
+    assert ep["IPv6Gateway"] == "fd00:77::1"
+    client = _running(engine, ["sh", "-c", f"wget -qO- 'http://[{ep['GlobalIPv6Address']}]/'; tail -1 /etc/hosts"],
+                      HostConfig={"NetworkMode": "six"},
+                      NetworkingConfig={"EndpointsConfig": {"six": {"IPAMConfig": {"IPv6Address": "fd00:77::99"}}}})
+    assert _output(engine, client) == (0, f"over-v6\nfd00:77::99\t{client[:12]}\n")
+    with pytest.raises(Exception, match="needs --ipv6"):
+        engine.network_create({"Name": "not-six", "IPAM": {"Config": [{"Subnet": "fd00:78::/64"}]}})

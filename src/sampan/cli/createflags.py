@@ -327,6 +327,8 @@ def network_endpoints(ns: argparse.Namespace) -> tuple[str, dict]:
         endpoint["Links"] = list(ns.link)
     if ns.ip:
         endpoint["IPAMConfig"] = {"IPv4Address": ns.ip}
+    if ns.ip6:
+        endpoint.setdefault("IPAMConfig", {})["IPv6Address"] = ns.ip6
     if ns.mac_address:
         endpoint["MacAddress"] = ns.mac_address
     endpoints: dict[str, dict] = {}
@@ -378,6 +380,7 @@ def add_create_flags(p: argparse.ArgumentParser) -> None:
     a("--network", "--net", action="append", default=[], help="Connect a container to a network")
     a("--network-alias", action="append", default=[], help="Add network-scoped alias for the container")
     a("--ip", help="IPv4 address (e.g., 172.30.100.104)")
+    a("--ip6", help="IPv6 address (e.g., 2001:db8::33)")
     a("--mac-address", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)")
     a("-p", "--publish", action="append", default=[], help="Publish a container's port(s) to the host")
     a("-P", "--publish-all", action="store_true", help="Publish all exposed ports to random ports")

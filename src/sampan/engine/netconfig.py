@@ -218,12 +218,15 @@ def _endpoint_config(cfg: dict, body: dict) -> dict:
     Config.MacAddress of the create body goes to the first network)."""
     ipam = cfg.get("IPAMConfig") or {}
     ip = (ipam.get("IPv4Address") or "").strip()
-    if ip:
-        try:
-            ipaddress.IPv4Address(ip)
-        except ValueError:
-            raise InvalidParameter(f"invalid IPv4 address: {ip}") from None
+    ip6 = (ipam.get("IPv6Address") or "").strip()
+    for text, family in ((ip, ipaddress.IPv4Address), (ip6, ipaddress.IPv6Address)):
+        if text:
+            try:
+                family(text)
+            except ValueError:
+                raise InvalidParameter(f"invalid IPv{4 if family is ipaddress.IPv4Address else 6} address: {text}") from None
+    fixed = {k: v for k, v in (("IPv4Address", ip), ("IPv6Address", ip6)) if v}
     aliases = [a for a in (cfg.get("Aliases") or []) if a]
     mac = (cfg.get("MacAddress") or body.get("MacAddress") or "").strip()
-    return {"IPAMConfig": {"IPv4Address": ip} if ip else None, "Aliases": aliases or None, "MacAddress": mac,
+    return {"IPAMConfig": fixed or None, "Aliases": aliases or None, "MacAddress": mac,
             "Links": cfg.get("Links") or None, "DriverOpts": cfg.get("DriverOpts") or None}

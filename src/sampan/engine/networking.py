@@ -221,9 +221,9 @@ class Networking:
 
     @staticmethod
     def _connect(m: Manager, cid: str, path: str, name: str, cfg: dict, ports: list) -> Endpoint:
-        ip = ((cfg.get("IPAMConfig") or {}).get("IPv4Address") or "")
-        return m.connect(cid, path, name, ip=ip, mac=cfg.get("MacAddress") or "",
-                         aliases=tuple(cfg.get("Aliases") or ()), ports=ports)
+        fixed = cfg.get("IPAMConfig") or {}
+        return m.connect(cid, path, name, ip=fixed.get("IPv4Address") or "", ip6=fixed.get("IPv6Address") or "",
+                         mac=cfg.get("MacAddress") or "", aliases=tuple(cfg.get("Aliases") or ()), ports=ports)
 
     def connect_running(self, cid: str, name: str, cfg: dict) -> Endpoint:
         """A running container joins one more network."""
@@ -322,7 +322,8 @@ class Networking:
             first = eps[0] if eps else None
             hosts = files.hosts_file(first.ip if first else "", config.get("Hostname") or "",
                                      config.get("Domainname") or "",
-                                     netconfig.extra_hosts(host_config, host_gateway) + list(linked or ()))
+                                     netconfig.extra_hosts(host_config, host_gateway) + list(linked or ()),
+                                     ip6=first.ip6 if first else "")
             user_net = any(nets[e.network_id].name != netconfig.BUILTIN_NETWORKS[0] for e in eps
                            if e.network_id in nets) or (kind == "network" and mode != "bridge")
             resolv = files.resolv_conf(host_text, internal_dns=user_net, dns=dns or None,

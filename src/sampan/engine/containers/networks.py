@@ -142,7 +142,8 @@ class NetworksMixin(EngineBase):
                 "NetworkID": net.id if net else builtin_id(name) if name in _DRIVERS else "",
                 "EndpointID": endpoint_id(ep) if ep else "", "Gateway": ep.gateway if ep else "",
                 "IPAddress": ep.ip if ep else "", "IPPrefixLen": ep.prefixlen if ep else 0,
-                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": dns_names}
+                "IPv6Gateway": ep.gateway6 if ep else "", "GlobalIPv6Address": ep.ip6 if ep else "",
+                "GlobalIPv6PrefixLen": ep.prefixlen6 if ep else 0, "DNSNames": dns_names}
 
     def _endpoint_shapes(self, rec: dict, live: bool, eps: list[Endpoint],
                          nets: dict[str, Network]) -> dict[str, dict]:
@@ -206,9 +207,10 @@ class NetworksMixin(EngineBase):
         ipam_config: dict[str, str] = {"Subnet": net.subnet, "Gateway": net.gateway}
         if net.ip_range:
             ipam_config["IPRange"] = net.ip_range
+        configs = [ipam_config] + ([{"Subnet": net.subnet6, "Gateway": net.gateway6}] if net.enable_ipv6 else [])
         return {"Name": net.name, "Id": net.id, "Created": rfc3339(net.created), "Scope": "local",
-                "Driver": net.driver, "EnableIPv4": True, "EnableIPv6": False,
-                "IPAM": {"Driver": "default", "Options": None if net.name == "bridge" else {}, "Config": [ipam_config]},
+                "Driver": net.driver, "EnableIPv4": True, "EnableIPv6": net.enable_ipv6,
+                "IPAM": {"Driver": "default", "Options": None if net.name == "bridge" else {}, "Config": configs},
                 "Internal": net.internal, "Attachable": False, "Ingress": False, "ConfigFrom": {"Network": ""},
                 "ConfigOnly": False, "Containers": containers if containers is not None else {},
                 "Options": dict(net.options), "Labels": dict(net.labels)}
@@ -292,17 +294,22 @@ class NetworksMixin(EngineBase):
                 raise Forbidden(f"only one instance of \"{driver}\" network is allowed" if driver in ("host", "null")
                                 else f"network driver {driver} is not supported by sampan (bridge only)")
             raise NotFound(f"plugin \"{driver}\" not found")
-        if body.get("EnableIPv6"):
-            raise InvalidParameter("IPv6 networks are not supported by sampan yet")
-        configs = ((body.get("IPAM") or {}).get("Config") or [])
-        if len(configs) > 1:
-            raise InvalidParameter("only one IPv4 IPAM config is supported by sampan")
-        cfg = configs[0] if configs else {}
+        v4: list[dict] = []
+        v6: list[dict] = []
+        for c in ((body.get("IPAM") or {}).get("Config") or []):
+            (v6 if ":" in (c.get("Subnet") or "") else v4).append(c)
+        if len(v4) > 1 or len(v6) > 1:
+            raise InvalidParameter("one IPv4 and one IPv6 IPAM config at most are supported by sampan")
+        if v6 and not body.get("EnableIPv6"):
+            raise InvalidParameter("an IPv6 subnet needs --ipv6 (EnableIPv6)")
+        cfg = v4[0] if v4 else {}
+        cfg6 = v6[0] if v6 else {}
         if any(n.name == name for n in self.net.ipam.networks()):  # (by name only, not an id prefix)
             raise Conflict(f"network with name {name} already exists")
         net = self.net.run(lambda: self.net.manager.create_network(
             name, subnet=cfg.get("Subnet") or "", gateway=cfg.get("Gateway") or "", ip_range=cfg.get("IPRange") or "",
-            internal=bool(body.get("Internal")), options=body.get("Options") or {}, labels=body.get("Labels") or {}))
+            internal=bool(body.get("Internal")), options=body.get("Options") or {}, labels=body.get("Labels") or {},
+            enable_ipv6=bool(body.get("EnableIPv6")), subnet6=cfg6.get("Subnet") or "", gateway6=cfg6.get("Gateway") or ""))
         self.events.emit("network", "create", net.id, {"name": net.name, "type": net.driver})
         return {"Id": net.id, "Warning": ""}
 
