@@ -335,9 +335,10 @@ def test_ipv6_network(engine):
     ep = engine.inspect(web)["NetworkSettings"]["Networks"]["six"]
     assert ep["GlobalIPv6Address"].startswith("fd00:77::") and ep["GlobalIPv6PrefixLen"] == 64
     assert ep["IPv6Gateway"] == "fd00:77::1"
-    client = _running(engine, ["sh", "-c", f"wget -qO- 'http://[{ep['GlobalIPv6Address']}]/'; tail -1 /etc/hosts"],
+    client = _running(engine, ["sh", "-c", f"wget -qO- 'http://[{ep['GlobalIPv6Address']}]/'; tail -1 /etc/hosts; "
+                                           f"nslookup -type=aaaa web6 | grep -c {ep['GlobalIPv6Address']}"],
                       HostConfig={"NetworkMode": "six"},
                       NetworkingConfig={"EndpointsConfig": {"six": {"IPAMConfig": {"IPv6Address": "fd00:77::99"}}}})
-    assert _output(engine, client) == (0, f"over-v6\nfd00:77::99\t{client[:12]}\n")
+    assert _output(engine, client) == (0, f"over-v6\nfd00:77::99\t{client[:12]}\n1\n")
     with pytest.raises(Exception, match="needs --ipv6"):
         engine.network_create({"Name": "not-six", "IPAM": {"Config": [{"Subnet": "fd00:78::/64"}]}})

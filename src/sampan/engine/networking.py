@@ -277,7 +277,7 @@ class Networking:
 
     def _lookup(self, cid: str, name: str) -> list[str] | None:
         """The addresses of ``name`` (a container's name, alias or short id, or NAME.NETWORK)
-        on the user networks ``cid`` is on; None: not theirs (forwarded)."""
+        on the user networks ``cid`` is on, IPv4 and IPv6; None: not theirs (forwarded)."""
         found = []
         linked = {alias.lower(): target for alias, target in self.links_of(cid).items()}
         for net in self._user_networks_of(cid):
@@ -289,7 +289,7 @@ class Networking:
                 if own:
                     names.add(own.lower())
                 if target in names or linked.get(target) == ep.container_id:  # (--link on a user network: an alias)
-                    found.append(ep.ip)
+                    found += [ep.ip, ep.ip6] if ep.ip6 else [ep.ip]
         return found or None
 
     def _reverse(self, cid: str, ip: str) -> str | None:

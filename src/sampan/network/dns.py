@@ -361,8 +361,8 @@ class EmbeddedDns:
         return _render(response, limit), None
 
     def _local_answer(self, container_id: str, question: Any, name: str) -> Any:
-        """The rrset for a name of the container's networks (of type A or PTR; empty when the
-        name has no address), or None: not ours."""
+        """The rrset for a name of the container's networks (of type A, AAAA or PTR; empty when
+        the name has no address of that family), or None: not ours."""
         import dns.rdataclass
         import dns.rdatatype
         import dns.reversename
@@ -381,9 +381,12 @@ class EmbeddedDns:
         addresses = self._lookup(container_id, name)
         if addresses is None:
             return None
+        # (``lookup`` gives both families; an AAAA query gets the IPv6 ones)
+        rdtype = dns.rdatatype.AAAA if question.rdtype == dns.rdatatype.AAAA else dns.rdatatype.A
+        chosen = [a for a in addresses if (":" in a) == (rdtype == dns.rdatatype.AAAA)]
         # shuffled as Docker's: containers sharing an alias take turns
-        return dns.rrset.from_text_list(question.name, TTL, dns.rdataclass.IN, dns.rdatatype.A,
-                                        random.sample(addresses, len(addresses)))
+        return dns.rrset.from_text_list(question.name, TTL, dns.rdataclass.IN, rdtype,
+                                        random.sample(chosen, len(chosen)))
 
     async def _forward_udp(self, attachment: _Attachment, wire: bytes, query: dns.message.Message,
                            client: Any) -> None:

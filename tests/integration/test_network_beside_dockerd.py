@@ -1,0 +1,112 @@
+"""sampan's networking with a real dockerd up in the same network namespace: dockerd's
+default networking (docker0, its iptables rules, FORWARD policy DROP) and sampand's bridge
+side by side. A namespace beyond that "host" (a veth pair to an outside namespace) reaches a
+port sampan publishes, and a sampan container reaches it out, through Docker's DROP policy;
+docker's own container keeps working; tearing sampan's side down leaves dockerd's rules as
+they were."""
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from private_daemons import DOCKER_CLI, DOCKERD, Dockerd, Sampand, busybox_rootfs, in_netns
+from sampan.network import netns
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (DOCKERD and DOCKER_CLI), reason="no dockerd")]
+
+
+def _in(path: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*in_netns(path), *argv], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def both(tmp_path):
+    d = Dockerd(busybox_rootfs(), bridge="10.254.252.1/24")
+    s = None
+    try:
+        # forwarding off, as on a fresh host: dockerd turns it on and sets FORWARD's policy to DROP
+        assert _in(d.netns, "sysctl", "-qw", "net.ipv4.ip_forward=0").returncode == 0
+        d.start()
+        s = Sampand(network=d.netns)
+        s.start()
+        archive = os.path.join(d.tmp, "busybox.tar")
+        d.docker("save", "-o", archive, d.image)
+        s.sampan("load", "-q", "-i", archive, check=True)
+        yield d, s
+    finally:
+        problems = []
+        for daemon in (s, d):
+            if daemon is not None:
+                problems += daemon.teardown()
+        assert not problems, problems
+
+
+@pytest.fixture
+def outside(both, tmp_path):
+    """203.0.113.1 (the daemons' namespace) - 203.0.113.2 (outside), and an HTTP server outside
+    that answers with the address the request came from."""
+    d, _ = both
+    path = str(tmp_path / "outside-netns")
+    netns.create(path)
+    for argv in (("ip", "link", "add", "up0", "type", "veth", "peer", "name", "far0", "netns", path),
+                 ("ip", "addr", "add", "203.0.113.1/24", "dev", "up0"), ("ip", "link", "set", "up0", "up")):
+        assert _in(d.netns, *argv).returncode == 0
+    for argv in (("ip", "addr", "add", "203.0.113.2/24", "dev", "far0"), ("ip", "link", "set", "far0", "up"),
+                 ("ip", "route", "add", "default", "via", "203.0.113.1")):
+        assert _in(path, *argv).returncode == 0
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            body = self.client_address[0].encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+    server = netns.run_in(path, lambda: http.server.ThreadingHTTPServer(("203.0.113.2", 8000), Handler))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield path
+    server.shutdown()
+    server.server_close()
+    netns.remove(path)
+
+
+def _fetch(path: str, url: str, timeout: float = 10) -> subprocess.CompletedProcess:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = _in(path, "wget", "-T", "2", "-qO-", url)
+        if got.returncode == 0 or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
+
+
+def test_published_ports_and_egress_through_dockers_drop_policy(both, outside):
+    d, s = both
+    rules = _in(d.netns, "iptables", "-S", "FORWARD").stdout
+    assert "-P FORWARD DROP" in rules and "DOCKER" in rules, rules   # dockerd's, as it leaves them
+    docker_rules = _in(d.netns, "iptables-save", "-t", "filter").stdout
+    # a sampan container publishes a port: reached from outside (forwarded into sampan0)
+    web = s.sampan("run", "-d", "-p", "18300:80", "busybox:local", "sh", "-c",
+                   "mkdir /www && echo from-sampan > /www/index.html && exec httpd -f -p 80 -h /www",
+                   check=True).stdout.decode().strip()
+    got = _fetch(outside, "http://203.0.113.1:18300/")
+    assert got.stdout == "from-sampan\n", got.stderr
+    # and a sampan container reaches out (forwarded out of sampan0, masqueraded)
+    out = s.sampan("run", "--rm", "busybox:local", "wget", "-qO-", "http://203.0.113.2:8000/", check=True)
+    assert out.stdout.decode() == "203.0.113.1"
+    # docker's own container still reaches out too
+    out = d.docker("run", "--rm", d.image, "wget", "-qO-", "http://203.0.113.2:8000/", check=True)
+    assert out.stdout.decode() == "203.0.113.1"
+    s.sampan("rm", "-f", web, check=True)
+    # sampan's one jump in FORWARD aside, dockerd's rules are as dockerd made them
+    after = _in(d.netns, "iptables-save", "-t", "filter").stdout
+    strip = lambda text: [line for line in text.splitlines() if not line.startswith(("#", ":")) and "sampan" not in line]  # noqa: E731
+    assert strip(after) == strip(docker_rules)
