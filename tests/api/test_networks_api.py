@@ -8,10 +8,13 @@ import json
 import re
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
-from private_daemons import DOCKER_CLI, in_netns
+from private_daemons import DOCKER_CLI
+
+from sampan.network import netns
 
 
 ID = re.compile(r"^[0-9a-f]{64}$")
@@ -215,14 +218,19 @@ def test_run_publish_link_and_rm_link_with_the_docker_cli(sampand):
                 "mkdir /www && echo hello > /www/index.html && exec httpd -f -p 80 -h /www")).strip()
     port = _ok(d("port", "pubweb", "80/tcp"))
     assert port == "0.0.0.0:18080\n"
+    def get() -> str:
+        with urllib.request.urlopen("http://127.0.0.1:18080/", timeout=2) as r:
+            return r.read().decode()
     deadline = time.monotonic() + 10
     while True:
-        got = subprocess.run([*in_netns(sampand.netns), "wget", "-qO-", "http://127.0.0.1:18080/"],
-                             capture_output=True, text=True)
-        if got.returncode == 0 or time.monotonic() > deadline:
+        try:
+            got = netns.run_in(sampand.netns, get)
             break
-        time.sleep(0.05)
-    assert got.stdout == "hello\n", got.stderr
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    assert got == "hello\n"
     out = _ok(d("run", "--rm", "--name", "linker", "--link", "pubweb:site", "busybox", "sh", "-c",
                 "wget -qO- http://site/; echo $SITE_PORT_80_TCP_ADDR; echo $SITE_NAME"))
     ip = _ok(d("inspect", "-f", "{{.NetworkSettings.IPAddress}}", web)).strip()
