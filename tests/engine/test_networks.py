@@ -342,3 +342,15 @@ def test_ipv6_network(engine):
     assert _output(engine, client) == (0, f"over-v6\nfd00:77::99\t{client[:12]}\n1\n")
     with pytest.raises(Exception, match="needs --ipv6"):
         engine.network_create({"Name": "not-six", "IPAM": {"Config": [{"Subnet": "fd00:78::/64"}]}})
+
+
+def test_default_bridge_with_ipv6(engine, roots, engine_netns):
+    """The engine's (sampand's --ipv6 --fixed-cidr-v6) default bridge with IPv6 too."""
+    engine.close()
+    root, exec_root = roots
+    # the fixture's engine made again with the options (the fixture removes what it holds)
+    engine.__init__(root, exec_root, network_namespace=engine_netns, ipv6=True, bridge_subnet6="fd00:99::/64")
+    cid = _running(engine, ["sh", "-c", "ip -6 -o addr show eth0 scope global | grep -o 'inet6 [0-9a-f:/]*'"])
+    assert _output(engine, cid) == (0, "inet6 fd00:99::2/64\n")
+    net = engine.network_inspect("bridge")
+    assert net["EnableIPv6"] and net["IPAM"]["Config"][1]["Subnet"] == "fd00:99::/64"

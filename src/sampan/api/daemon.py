@@ -2,7 +2,7 @@
 
 sampand --root R --exec-root E [--host unix://PATH] [--insecure-registry HOST]...
         [--add-runtime NAME=PATH]... [--default-runtime NAME] [--bridge none] [--bip CIDR]
-        [--iptables=false] [--debug]
+        [--ipv6 [--fixed-cidr-v6 CIDR]] [--iptables=false] [--debug]
 Writes <exec_root>/sampand.pid, reconciles the engine on start, removes its socket on exit.
 """
 from __future__ import annotations
@@ -32,7 +32,8 @@ def _make_engine(args: argparse.Namespace):
     from ..engine.containers import Engine
     return Engine(args.root, args.exec_root, reconcile=False, runtimes=args.add_runtime,
                   default_runtime=args.default_runtime, firewall=args.iptables,
-                  default_bridge=args.bridge != "none", bridge_subnet=args.bip[0], bridge_gateway=args.bip[1])
+                  default_bridge=args.bridge != "none", bridge_subnet=args.bip[0], bridge_gateway=args.bip[1],
+                  ipv6=args.ipv6, bridge_subnet6=args.fixed_cidr_v6)
 
 
 def _bool_option(value: str) -> bool:
@@ -160,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="none: no default bridge network (containers get only lo unless they name a network)")
     p.add_argument("--bip", type=_bip_option, default=("", ""), metavar="CIDR",
                    help="the default bridge's address, as 172.17.0.1/16 (default: a subnet clear of the host's routes)")
+    p.add_argument("--ipv6", action="store_true", help="the default bridge network has IPv6 too")
+    p.add_argument("--fixed-cidr-v6", default="", metavar="CIDR",
+                   help="the default bridge's IPv6 subnet (with --ipv6; default: a ULA /64)")
     p.add_argument("--iptables", type=_bool_option, default=True, metavar="BOOL",
                    help="false: leave the host's firewall alone (no NAT, no published ports)")
     p.add_argument("--debug", action="store_true")
@@ -171,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         registry_config(args.insecure_registry)
     except errors.Invalid as e:
         p.error(f"--insecure-registry: {e}")
+    if args.fixed_cidr_v6 and not args.ipv6:
+        p.error("--fixed-cidr-v6 needs --ipv6")
     if args.default_runtime != "sampan" and args.default_runtime not in args.add_runtime:
         p.error(f"--default-runtime {args.default_runtime}: no such runtime (add it with --add-runtime)")
     args.root = os.path.abspath(args.root)

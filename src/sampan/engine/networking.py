@@ -85,12 +85,14 @@ def write_file(path: str, text: str) -> None:
 
 class Networking:
     def __init__(self, root: str, exec_root: str, netns: str | None = None, firewall: bool = True,
-                 default_bridge: bool = True, default_subnet: str = "", default_gateway: str = "") -> None:
+                 default_bridge: bool = True, default_subnet: str = "", default_gateway: str = "",
+                 default_ipv6: bool = False, default_subnet6: str = "") -> None:
         self.root, self.exec_root, self.netns = root, exec_root, netns
         self.netns_dir = os.path.join(exec_root, "netns")
         self.use_firewall = firewall
         self.default_bridge = default_bridge
         self.default_subnet, self.default_gateway = default_subnet, default_gateway
+        self.default_ipv6, self.default_subnet6 = default_ipv6, default_subnet6
         self._ipam: Ipam | None = None
         self._manager: Manager | None = None
         self._dns: EmbeddedDns | None = None
@@ -189,7 +191,10 @@ class Networking:
         """The default network (None when the daemon has none: ``--bridge none``)."""
         if not self.default_bridge:
             return None
-        return self.run(lambda: self.manager.ensure_default(self.default_subnet, self.default_gateway))
+        return self.run(lambda: self._ensure_default(self.manager))
+
+    def _ensure_default(self, m: Manager) -> Network:
+        return m.ensure_default(self.default_subnet, self.default_gateway, self.default_ipv6, self.default_subnet6)
 
     # ------------------------------------------------------------------ start / stop
     def setup(self, cid: str, mode: str, endpoints: dict[str, dict], ports: list) -> list[Endpoint]:
@@ -208,7 +213,7 @@ class Networking:
     def _connect_all(self, cid: str, endpoints: dict[str, dict], ports: list) -> list[Endpoint]:
         m = self.manager
         if netconfig.BUILTIN_NETWORKS[0] in endpoints:
-            m.ensure_default(self.default_subnet, self.default_gateway)
+            self._ensure_default(m)
         path = m.create_sandbox(cid)
         made = []
         try:

@@ -156,13 +156,16 @@ class Manager:
                 self.driver.remove_bridge(net.bridge)
             raise
 
-    def ensure_default(self, subnet: str = "", gateway: str = "") -> Network:
-        """The default network (``bridge`` on sampan0), made on first use."""
+    def ensure_default(self, subnet: str = "", gateway: str = "", enable_ipv6: bool = False,
+                       subnet6: str = "") -> Network:
+        """The default network (``bridge`` on sampan0), made on first use (with an IPv6
+        subnet too when ``enable_ipv6``: ``subnet6``, or a ULA /64)."""
         with self.lock:
             try:
                 return self.get(DEFAULT_NETWORK)
             except NetworkNotFound:
-                return self.create_network(DEFAULT_NETWORK, subnet=subnet, gateway=gateway)
+                return self.create_network(DEFAULT_NETWORK, subnet=subnet, gateway=gateway,
+                                           enable_ipv6=enable_ipv6, subnet6=subnet6)
 
     def remove_network(self, ref: str) -> None:
         """Remove a network without endpoints: its record (refused, in the same transaction,

@@ -40,14 +40,15 @@ class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, S
                  start_supervisor: bool = True, reconcile: bool = True,
                  runtimes: dict[str, dict] | None = None, default_runtime: str = BUILTIN_RUNTIME,
                  network_namespace: str | None = None, firewall: bool = True, default_bridge: bool = True,
-                 bridge_subnet: str = "", bridge_gateway: str = "") -> None:
+                 bridge_subnet: str = "", bridge_gateway: str = "", ipv6: bool = False,
+                 bridge_subnet6: str = "") -> None:
         """runtimes: OCI runtimes besides the built-in one, name -> {"path", "runtimeArgs"}
         (sampand's --add-runtime); default_runtime: for containers that name none.
         network_namespace: a namespace file the engine's networks live in (default: this
         process's); firewall: False leaves the firewall alone (no NAT, no published ports);
         default_bridge: False has no default network (containers that name none get only lo);
         bridge_subnet/bridge_gateway: the default network's (default: picked clear of the
-        host's routes)."""
+        host's routes); ipv6: the default network has IPv6 too (bridge_subnet6, or a ULA /64)."""
         self.root = os.path.abspath(root)
         self.runtimes = {BUILTIN_RUNTIME: {"path": "sampan-runc"}, **(runtimes or {})}
         if default_runtime not in self.runtimes:
@@ -65,7 +66,7 @@ class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, S
             images.in_use = self._image_in_use
         self.volumes = Volumes(self.root, self.store, self.events)
         self.net = Networking(self.root, self.exec_root, network_namespace, firewall, default_bridge,
-                              bridge_subnet, bridge_gateway)
+                              bridge_subnet, bridge_gateway, ipv6, bridge_subnet6)
         self.net.name_of = lambda cid: (lambda rec: rec["name"] if rec else None)(self.store.get(cid))
         self.net.links_of = self._links_of
         self._exposed_cache = {}
