@@ -111,7 +111,7 @@ def test_published_ports_and_egress_through_dockers_drop_policy(both, outside):
     assert out.stdout.decode() == "203.0.113.1"
     # docker's own container still reaches out too
     out = d.docker("run", "--rm", d.image, "wget", "-qO-", "http://203.0.113.2:8000/", check=True)
-    assert out.stdout.decode() == "203.0.113.1"
+    assert out.stdout == "203.0.113.1"
     s.sampan("rm", "-f", web, check=True)
     # sampan's one jump in FORWARD aside, dockerd's rules are as dockerd made them
     after = _in(d.netns, "iptables-save", "-t", "filter").stdout
