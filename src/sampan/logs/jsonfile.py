@@ -240,16 +240,27 @@ def _follow(path: str, inode: int | None, offset: int, emit: _Filter, is_running
     buf = b""
     f = None
     following = path  # the file being read: the log, or a rotated file not yet read to its end
+    expected: int | None = None  # the inode `following` had when it was chosen (None: the log)
+    done: int | None = None      # the inode of the file read to its end last
     try:
         while not stopped():
             if f is None:
                 try:
                     f = open(following, "rb")
-                    if os.fstat(f.fileno()).st_ino == inode:
+                    opened = os.fstat(f.fileno()).st_ino
+                    if expected is not None and opened != expected:
+                        raise FileNotFoundError(following)  # renamed again meanwhile: look again
+                    if opened == inode:
                         f.seek(offset)
-                    inode = os.fstat(f.fileno()).st_ino
+                    inode = opened
                 except OSError:
+                    if f is not None:
+                        f.close()
                     f = None
+                    if following != path:
+                        # a rotation moved (or removed) the file chosen: choose again
+                        following, expected = _file_after(path, done)
+                        continue
             chunk = f.read() if f is not None else b""
             if chunk:
                 buf += chunk
@@ -261,7 +272,8 @@ def _follow(path: str, inode: int | None, offset: int, emit: _Filter, is_running
                 continue
             try:  # rotated: the rest of the old file is read; go on with the one after it
                 if f is not None and os.stat(path).st_ino != os.fstat(f.fileno()).st_ino:
-                    following = _file_after(path, os.fstat(f.fileno()).st_ino)
+                    done = os.fstat(f.fileno()).st_ino
+                    following, expected = _file_after(path, done)
                     f.close()
                     f, inode, offset = None, None, 0
                     continue
@@ -282,9 +294,10 @@ def _follow(path: str, inode: int | None, offset: int, emit: _Filter, is_running
             f.close()
 
 
-def _file_after(path: str, inode: int) -> str:
+def _file_after(path: str, inode: int | None) -> tuple[str, int | None]:
     """The log file written after the one with `inode` (several rotations may have happened
-    while a follower read it); the oldest one left when that one is gone already."""
+    while a follower read it), and its inode (None for the log itself); the oldest one left
+    when that one is gone already."""
     files = rotated_files(path)
     inodes = []
     for name in files:
@@ -293,5 +306,7 @@ def _file_after(path: str, inode: int) -> str:
         except OSError:
             inodes.append(None)
     if inode in inodes:
-        return files[min(inodes.index(inode) + 1, len(files) - 1)]
-    return next((name for name, ino in zip(files, inodes) if ino is not None), path)
+        i = min(inodes.index(inode) + 1, len(files) - 1)
+    else:
+        i = next((n for n, ino in enumerate(inodes) if ino is not None), len(files) - 1)
+    return files[i], (None if files[i] == path else inodes[i])
