@@ -242,6 +242,7 @@ def _follow(path: str, inode: int | None, offset: int, emit: _Filter, is_running
     following = path  # the file being read: the log, or a rotated file not yet read to its end
     expected: int | None = None  # the inode `following` had when it was chosen (None: the log)
     done: int | None = None      # the inode of the file read to its end last
+    held = None                  # that file, open until the next one is
     try:
         while not stopped():
             if f is None:
@@ -253,6 +254,9 @@ def _follow(path: str, inode: int | None, offset: int, emit: _Filter, is_running
                     if opened == inode:
                         f.seek(offset)
                     inode = opened
+                    if held is not None:
+                        held.close()
+                        held = None
                 except OSError:
                     if f is not None:
                         f.close()
@@ -274,7 +278,11 @@ def _follow(path: str, inode: int | None, offset: int, emit: _Filter, is_running
                 if f is not None and os.stat(path).st_ino != os.fstat(f.fileno()).st_ino:
                     done = os.fstat(f.fileno()).st_ino
                     following, expected = _file_after(path, done)
-                    f.close()
+                    # kept open until the next one is: a closed file's inode number can be
+                    # reused by a new log file, which _file_after would then take for it
+                    if held is not None:
+                        held.close()
+                    held = f
                     f, inode, offset = None, None, 0
                     continue
             except OSError:
@@ -290,8 +298,9 @@ def _follow(path: str, inode: int | None, offset: int, emit: _Filter, is_running
                 return
             wait(FOLLOW_POLL)
     finally:
-        if f is not None:
-            f.close()
+        for open_file in (f, held):
+            if open_file is not None:
+                open_file.close()
 
 
 def _file_after(path: str, inode: int | None) -> tuple[str, int | None]:
