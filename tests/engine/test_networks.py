@@ -15,6 +15,7 @@ import urllib.request
 
 import pytest
 
+import outside_netns
 from sampan.engine.errors import Conflict, NotFound
 from sampan.network import netns
 
@@ -245,36 +246,10 @@ def test_running_containers_keep_their_network_across_an_engine_restart(engine, 
 
 @pytest.fixture
 def outside(engine_netns, tmp_path):
-    """A namespace beyond the engine's "host" (a router's far side): a veth pair
-    203.0.113.1 (host) - 203.0.113.2 (outside), and an HTTP server there that answers with the
-    address the request came from."""
-    import http.server
-    import threading
-    path = str(tmp_path / "outside-netns")
-    netns.create(path)
-    for argv in (("ip", "link", "add", "up0", "type", "veth", "peer", "name", "far0", "netns", path),
-                 ("ip", "addr", "add", "203.0.113.1/24", "dev", "up0"), ("ip", "link", "set", "up0", "up")):
-        assert ns_run(engine_netns, *argv).returncode == 0
-    for argv in (("ip", "addr", "add", "203.0.113.2/24", "dev", "far0"), ("ip", "link", "set", "far0", "up")):
-        assert ns_run(path, *argv).returncode == 0
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            body = self.client_address[0].encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
-    server = netns.run_in(path, lambda: http.server.ThreadingHTTPServer(("203.0.113.2", 8000), Handler))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield "203.0.113.2"
-    server.shutdown()
-    server.server_close()
-    netns.remove(path)
+    """A namespace beyond the engine's "host" with an HTTP server at 203.0.113.2:8000 that
+    answers with the address a request came from (tests/outside_netns.py)."""
+    with outside_netns.outside(engine_netns, str(tmp_path / "outside-netns")):
+        yield outside_netns.OUTSIDE
 
 
 def test_egress_is_masqueraded_and_internal_networks_have_none(engine, outside):

@@ -6,15 +6,14 @@ docker's own container keeps working; tearing sampan's side down leaves dockerd'
 they were."""
 from __future__ import annotations
 
-import http.server
 import os
 import subprocess
-import threading
 import time
 import urllib.request
 
 import pytest
 
+import outside_netns
 from private_daemons import DOCKER_CLI, DOCKERD, Dockerd, Sampand, busybox_rootfs, in_netns
 from sampan.network import netns
 
@@ -49,35 +48,10 @@ def both(tmp_path):
 
 @pytest.fixture
 def outside(both, tmp_path):
-    """203.0.113.1 (the daemons' namespace) - 203.0.113.2 (outside), and an HTTP server outside
-    that answers with the address the request came from."""
+    """A namespace beyond the daemons' (tests/outside_netns.py): 203.0.113.1 - 203.0.113.2."""
     d, _ = both
-    path = str(tmp_path / "outside-netns")
-    netns.create(path)
-    for argv in (("ip", "link", "add", "up0", "type", "veth", "peer", "name", "far0", "netns", path),
-                 ("ip", "addr", "add", "203.0.113.1/24", "dev", "up0"), ("ip", "link", "set", "up0", "up")):
-        assert _in(d.netns, *argv).returncode == 0
-    for argv in (("ip", "addr", "add", "203.0.113.2/24", "dev", "far0"), ("ip", "link", "set", "far0", "up"),
-                 ("ip", "route", "add", "default", "via", "203.0.113.1")):
-        assert _in(path, *argv).returncode == 0
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            body = self.client_address[0].encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
-    server = netns.run_in(path, lambda: http.server.ThreadingHTTPServer(("203.0.113.2", 8000), Handler))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield path
-    server.shutdown()
-    server.server_close()
-    netns.remove(path)
+    with outside_netns.outside(d.netns, str(tmp_path / "outside-netns")) as path:
+        yield path
 
 
 def _fetch(path: str, url: str, timeout: float = 10) -> str:
