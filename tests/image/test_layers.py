@@ -63,7 +63,8 @@ def make_tar(entries, fmt=tarfile.PAX_FORMAT) -> bytes:
 
 
 def gz(data: bytes) -> bytes:
-    return gzip.compress(data, 6)
+    # mtime fixed: the same data gives the same blob (and digest) in every call
+    return gzip.compress(data, 6, mtime=0)
 
 
 @pytest.fixture(autouse=True)
