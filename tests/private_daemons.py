@@ -434,6 +434,10 @@ class Sampand(PrivateDaemon):
     def pid(self) -> int:
         return int(open(os.path.join(self.exec_root, "sampand.pid")).read())
 
+    def running(self) -> bool:
+        """The daemon process this object started last is alive."""
+        return self.proc is not None and self.proc.poll() is None
+
     def supervisor_pid(self) -> int | None:
         try:
             return int(Path(self.exec_root, "supervisor.pid").read_text())

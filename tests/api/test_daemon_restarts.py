@@ -214,3 +214,21 @@ def test_always_comes_back_when_the_supervisor_died_too(sampand):
     _until(lambda: not _alive(old_pid), 10, "the orphan to be cleared")
     assert _until(lambda: _ok(d("logs", cid)) == "up\nup\n", 10, "the second run's output")
     _ok(d("rm", "-f", cid))
+
+
+def test_a_second_daemon_on_the_same_roots_refuses_before_touching_them(sampand, tmp_path):
+    """A sampand started beside a running one (same root or same exec root) stops with one
+    line before its start-up reconcile, which would tear down the first one's networks and
+    state: the running container keeps running, with its address."""
+    cid = _ok(sampand.docker("run", "-d", "busybox", "sleep", "60")).strip()
+    before = _ok(sampand.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", cid))
+    other_root, other_exec_root = str(tmp_path / "root"), str(tmp_path / "exec")
+    for root, exec_root, held in ((sampand.root, other_exec_root, sampand.root),
+                                  (other_root, sampand.exec_root, sampand.exec_root)):
+        r = subprocess.run([PY, "-m", "sampan.api", "--root", root, "--exec-root", exec_root],
+                           capture_output=True, timeout=60)
+        assert r.returncode != 0 and r.stderr.decode().splitlines() == \
+            [f"sampand: another sampand is running on {held}"], r.stderr
+    assert os.listdir(other_exec_root) == [] and os.listdir(other_root) == ["sampand.lock"]
+    assert _state(sampand, cid)["Running"]
+    assert _ok(sampand.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", cid)) == before

@@ -91,6 +91,20 @@ def _bind(path: str) -> socket.socket:
     return s
 
 
+def _hold(directory: str) -> int:
+    """An exclusive lock on ``directory`` for this daemon's lifetime (the fd stays open). A
+    second sampand on the same root or exec root must stop before it touches anything: its
+    start-up reconcile would otherwise tear down the first one's networks and state."""
+    import fcntl
+    fd = os.open(os.path.join(directory, "sampand.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SystemExit(f"sampand: another sampand is running on {directory}") from None
+    return fd
+
+
 async def _serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
@@ -98,6 +112,7 @@ async def _serve(args: argparse.Namespace) -> None:
     path = socket_path(args.host, args.exec_root)
     os.makedirs(args.root, exist_ok=True)
     os.makedirs(args.exec_root, exist_ok=True)
+    held = [_hold(args.root), _hold(args.exec_root)]  # noqa: F841 - held until the process exits
     loop = asyncio.get_running_loop()
     engine = await loop.run_in_executor(None, _make_engine, args)
     await loop.run_in_executor(None, engine.reconcile)
