@@ -54,6 +54,8 @@ import time
 
 import pytest
 
+from sampan.network.manager import DEFAULT_BRIDGE
+
 _SETTLE = 3.0  # seconds a test's clean-up may take to become visible (reaping, lazy unmounts)
 _RUNTIME_ROOTS = ("/run/runc", "/run/sampan-runc")
 _WATCHERS = "/run/sampan-test-watchers"
@@ -330,6 +332,21 @@ class HostWatch:
                 out.append(f"firewall changed ({name}): +{added} -{removed}")
         return out
 
+    def sampan_host_objects(self) -> list[str]:
+        """sampan's fixed-name default bridge and firewall tables, new in the host's own
+        namespace: every test daemon and engine keeps its networks in a namespace of its own
+        (a host-network daemon runs with --bridge none --iptables=false), so whichever test
+        made them outside one leaked them, whatever else ran meanwhile."""
+        out = []
+        if DEFAULT_BRIDGE in _links() and DEFAULT_BRIDGE not in self.links:
+            out.append(f"network link left in the host's namespace: {DEFAULT_BRIDGE}")
+        nft = " ".join(_RULE_DUMPS[-1])
+        before = set(self.rules.get(nft, "").splitlines())
+        out += [f"firewall table left in the host's namespace: {line.strip(' {')}"
+                for line in _rules().get(nft, "").splitlines()
+                if line.startswith(("table ip sampan", "table ip6 sampan")) and line not in before]
+        return out
+
     def leaks(self) -> list[str]:
         alone = self.alone()
         mounts = self.new_mounts().values() if alone else self.leaked_mounts().values()
@@ -340,6 +357,8 @@ class HostWatch:
         out += self.network_changes(alone)
         if alone:
             out += self.rule_changes()
+        else:
+            out += self.sampan_host_objects()
         out += [f"cgroup left: {p}" for p in self.leaked_cgroups()]
         out += [f"process left: pid {pid} ({why})" for pid, why in self.leaked_processes().items()]
         out += [f"state left: {p}" for p in self.leaked_state()]
