@@ -329,3 +329,29 @@ def test_default_bridge_with_ipv6(engine, roots, engine_netns):
     assert _output(engine, cid) == (0, "inet6 fd00:99::2/64\n")
     net = engine.network_inspect("bridge")
     assert net["EnableIPv6"] and net["IPAM"]["Config"][1]["Subnet"] == "fd00:99::/64"
+
+
+def test_ports_published_on_ipv6_host_addresses(engine, engine_netns, host_address):
+    """-p [ADDR6]:H:C on an IPv6 network answers on that host address; -p [::]:H:C on every
+    IPv6 one (and on no IPv4 one); ::1, which the kernel cannot forward, and an IPv6 host
+    address for a container without IPv6 are refused with the reason, leaving nothing."""
+    assert ns_run(engine_netns, "ip", "addr", "add", "fd00:aa::1/64", "dev", "uplink", "nodad").returncode == 0
+    engine.network_create({"Name": "six", "EnableIPv6": True, "IPAM": {"Config": [{"Subnet": "fd00:78::/64"}]}})
+    web = _httpd(engine, "v6-published", HostConfig={"NetworkMode": "six", "PortBindings": {
+        "80/tcp": [{"HostIp": "fd00:aa::1", "HostPort": "8082"}, {"HostIp": "::", "HostPort": "8083"}]}})
+    _wait_port(engine, web)
+    assert sorted(engine.inspect(web)["NetworkSettings"]["Ports"]["80/tcp"], key=lambda b: b["HostPort"]) == [
+        {"HostIp": "fd00:aa::1", "HostPort": "8082"}, {"HostIp": "::", "HostPort": "8083"}]
+    assert _http_get(engine_netns, "http://[fd00:aa::1]:8082/") == "v6-published\n"
+    assert _http_get(engine_netns, "http://[fd00:aa::1]:8083/") == "v6-published\n"
+    with pytest.raises(OSError):
+        _http_get(engine_netns, f"http://{host_address}:8083/")
+    engine.network_inspect("bridge")  # the default network made (on first use): not a leftover
+    before = ns_run(engine_netns, "nft", "list", "ruleset").stdout
+    for network, host_ip, reason in (("six", "::1", "IPv6 loopback"), ("bridge", "fd00:aa::1", "has no IPv6")):
+        with pytest.raises(Exception, match=reason):
+            _running(engine, ["true"], HostConfig={"NetworkMode": network, "PortBindings": {
+                "80/tcp": [{"HostIp": host_ip, "HostPort": "8084"}]}})
+    assert ns_run(engine_netns, "nft", "list", "ruleset").stdout == before
+    # (the refused containers stay created, not started, as with dockerd)
+    assert sorted(c["State"] for c in engine.list(all=True)) == ["created", "created", "running"]

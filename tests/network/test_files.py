@@ -48,3 +48,13 @@ def test_hosts_and_hostname():
 def test_hosts_file_has_the_ipv6_address_too():
     out = files.hosts_file("172.18.0.2", "web", "", [("db", "10.0.0.9")], ip6="fd12:3456:789a::2")
     assert out.endswith("10.0.0.9\tdb\n172.18.0.2\tweb\nfd12:3456:789a::2\tweb\n")
+
+
+def test_legacy_resolv_conf_keeps_ipv6_resolvers_for_a_container_with_ipv6():
+    host = "nameserver 10.0.0.1\nnameserver fd00::53\nnameserver fe80::1%eth0\nnameserver ::1\n"
+    assert files.resolv_conf(host, internal_dns=False).splitlines()[:2] == ["nameserver 10.0.0.1", ""]
+    assert files.resolv_conf(host, internal_dns=False, ipv6=True).splitlines()[:3] == \
+        ["nameserver 10.0.0.1", "nameserver fd00::53", ""]
+    assert files.resolv_conf("nameserver ::1\n", internal_dns=False, ipv6=True).splitlines()[:4] == [
+        "nameserver 8.8.8.8", "nameserver 8.8.4.4", "nameserver 2001:4860:4860::8888",
+        "nameserver 2001:4860:4860::8844"]

@@ -76,10 +76,8 @@ def _host_ip(text: str) -> str:
         addr = ipaddress.ip_address(text)
     except ValueError:
         raise InvalidParameter(f"invalid IP address: {text}") from None
-    if addr.version == 6:
-        if addr.is_unspecified:
-            return ""
-        raise InvalidParameter(f"invalid host IP address {text}: IPv6 ports are not published by sampan")
+    # an IPv6 one ("::" for every IPv6 address) is published to the container's IPv6 address:
+    # the firewall refuses it, with the reason, for a container on a network without IPv6
     return str(addr)
 
 

@@ -332,7 +332,8 @@ class Networking:
             user_net = any(nets[e.network_id].name != netconfig.BUILTIN_NETWORKS[0] for e in eps
                            if e.network_id in nets) or (kind == "network" and mode != "bridge")
             resolv = files.resolv_conf(host_text, internal_dns=user_net, dns=dns or None,
-                                       search=search or None, options=options or None)
+                                       search=search or None, options=options or None,
+                                       ipv6=bool(first and first.ip6))
             hostname = config.get("Hostname") or ""
         write_file(os.path.join(cdir, "hostname"), files.hostname_file(hostname))
         write_file(os.path.join(cdir, "hosts"), hosts)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 HOST_RESOLV_CONF = "/etc/resolv.conf"
 INTERNAL_DNS = "127.0.0.11"
 DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
+DEFAULT_NAMESERVERS6 = ("2001:4860:4860::8888", "2001:4860:4860::8844")  # added for a container with IPv6
 _INTERNAL_OPTIONS = ("ndots:0",)
 
 _DEFAULT_HOSTS = (("127.0.0.1", "localhost"), ("::1", "localhost ip6-localhost ip6-loopback"),
@@ -71,11 +72,11 @@ def _parse(text: str) -> _Parsed:
     return out
 
 
-def _host_only(server: str) -> bool:
-    """A resolver that works only from the host's namespace: loopback, or IPv6 (containers
-    have no IPv6 yet), or link-local with a zone."""
+def _host_only(server: str, ipv6: bool = False) -> bool:
+    """A resolver the container cannot reach itself: loopback, link-local (its zone is a host
+    link), or IPv6 for a container without an IPv6 address (Docker's FilterResolvDNS)."""
     addr = ipaddress.ip_address(server.split("%")[0])
-    return addr.is_loopback or addr.version == 6
+    return addr.is_loopback or addr.is_link_local or (addr.version == 6 and not ipv6)
 
 
 def _has_option(options: list[str], name: str) -> bool:
@@ -84,9 +85,10 @@ def _has_option(options: list[str], name: str) -> bool:
 
 def resolv_conf(host_text: str, *, internal_dns: bool, dns: list[str] | None = None,
                 search: list[str] | None = None, options: list[str] | None = None,
-                source: str = HOST_RESOLV_CONF) -> str:
+                source: str = HOST_RESOLV_CONF, ipv6: bool = False) -> str:
     """The container's resolv.conf from the host's (``host_text``, read from ``source``) and
-    the ``--dns``/``--dns-search``/``--dns-option`` overrides (None = not given)."""
+    the ``--dns``/``--dns-search``/``--dns-option`` overrides (None = not given). ``ipv6``:
+    the container has an IPv6 address, so the host's IPv6 resolvers are kept for it."""
     rc = _parse(host_text)
     ndots_from = "host" if _has_option(rc.options, "ndots") else ""
     overrides = []
@@ -111,9 +113,9 @@ def resolv_conf(host_text: str, *, internal_dns: bool, dns: list[str] | None = N
         transform = "internal resolver"
     else:
         if dns is None:
-            rc.nameservers = [s for s in rc.nameservers if not _host_only(s)]
+            rc.nameservers = [s for s in rc.nameservers if not _host_only(s, ipv6)]
         if not rc.nameservers:
-            rc.nameservers, used_default = list(DEFAULT_NAMESERVERS), True
+            rc.nameservers, used_default = [*DEFAULT_NAMESERVERS, *(DEFAULT_NAMESERVERS6 if ipv6 else ())], True
         transform = "legacy"
     lines = [f"nameserver {s}" for s in rc.nameservers]
     if rc.search:

@@ -79,6 +79,9 @@ def _targets(value: str, container_ip: str, container_ip6: str) -> tuple[str, li
     if not container_ip6:
         raise errors.Invalid(f"invalid host IP address for a published port: {value!r} "
                              f"(IPv6, and the network has no IPv6)")
+    if addr.is_loopback:  # IPv6 has no route_localnet: a DNAT'd ::1 packet is dropped
+        raise errors.Invalid(f"invalid host IP address for a published port: {value!r} (the kernel does not "
+                             f"forward IPv6 loopback traffic to a container: publish on :: or a host address)")
     return host_ip, [container_ip6]
 
 
