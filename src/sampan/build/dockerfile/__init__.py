@@ -1,6 +1,9 @@
 """The Dockerfile language: parser.py reads the text into instructions, shell.py substitutes
 variables, commands.py types and validates each instruction, stages.py groups them by FROM."""
+from sampan.build.dockerfile.commands import command
 from sampan.build.dockerfile.parser import Dockerfile, Heredoc, Instruction, parse
 from sampan.build.dockerfile.shell import DockerfileError, expand, expand_words
+from sampan.build.dockerfile.stages import Stage, needed, stages
 
-__all__ = ["Dockerfile", "DockerfileError", "Heredoc", "Instruction", "expand", "expand_words", "parse"]
+__all__ = ["Dockerfile", "DockerfileError", "Heredoc", "Instruction", "Stage", "command", "expand",
+           "expand_words", "needed", "parse", "stages"]

@@ -25,7 +25,7 @@ HEREDOC_FORMS = frozenset({"ADD", "COPY", "RUN"})
 DIRECTIVES = frozenset({"syntax", "escape", "check"})
 
 _DIRECTIVE = re.compile(r"^([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
-_SPACES = re.compile(r"[\t\v\f\r ]+")
+SPACES = re.compile(r"[\t\v\f\r ]+")
 _HEREDOC = re.compile(r"^(\d*)<<(-?)([^<]*)$")
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 NOT_STRING_ARRAY = "when using JSON array syntax, arrays must be comprised of strings only"
@@ -193,7 +193,7 @@ def _heredocs_named(line: str) -> list[Heredoc]:
 
 
 def _split_command(line: str) -> tuple[str, list[str], str]:
-    parts = _SPACES.split(line.strip(), maxsplit=1)
+    parts = SPACES.split(line.strip(), maxsplit=1)
     if len(parts) < 2:
         return parts[0], [], ""
     flags, rest = split_flags(parts[1])
