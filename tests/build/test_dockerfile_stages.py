@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from sampan.build.dockerfile import DockerfileError, needed, parse, stages
+from sampan.build.dockerfile import DockerfileError, meta_env, needed, parse, stages
 from sampan.build.dockerfile.commands import Copy, Env, Run
 
 MULTI = """\
@@ -113,3 +113,11 @@ def test_step_lines_as_the_legacy_builder_prints_them() -> None:
         "Step 4/5 : COPY --chown=1:1 a.txt /a.txt",
         'Step 5/5 : CMD ["sh"]',
     ]
+
+
+def test_meta_env() -> None:
+    meta, found = stages(parse("ARG REG=docker.io\nARG IMG=${REG}/alpine\nARG UNSET\nFROM ${IMG}\n"))
+    assert meta_env(meta, {}) == {"REG": "docker.io", "IMG": "docker.io/alpine"}
+    assert meta_env(meta, {"REG": "quay.io", "UNSET": "u", "UNDECLARED": "x", "HTTP_PROXY": "p"}) == {
+        "HTTP_PROXY": "p", "REG": "quay.io", "IMG": "quay.io/alpine", "UNSET": "u"}
+    assert found[0].from_.expanded(meta_env(meta, {}), "\\").base == "docker.io/alpine"

@@ -3,7 +3,7 @@ variables, commands.py types and validates each instruction, stages.py groups th
 from sampan.build.dockerfile.commands import command
 from sampan.build.dockerfile.parser import Dockerfile, Heredoc, Instruction, parse
 from sampan.build.dockerfile.shell import DockerfileError, expand, expand_words
-from sampan.build.dockerfile.stages import Stage, needed, stages
+from sampan.build.dockerfile.stages import Stage, meta_env, needed, stages
 
 __all__ = ["Dockerfile", "DockerfileError", "Heredoc", "Instruction", "Stage", "command", "expand",
-           "expand_words", "needed", "parse", "stages"]
+           "expand_words", "meta_env", "needed", "parse", "stages"]

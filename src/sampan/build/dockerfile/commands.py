@@ -73,6 +73,8 @@ class From(Command):
 
 @dataclass
 class Run(Command):
+    # Shell form with heredocs: args is the line as written ("<<EOF", "python3 <<EOF"); when
+    # it is one heredoc alone, BuildKit runs that body as the script, else feeds it as a file.
     args: list[str]
     shell_form: bool
     mounts: list[dict[str, Any]]

@@ -10,6 +10,11 @@ from sampan.build.dockerfile.parser import Dockerfile
 from sampan.build.dockerfile.shell import DockerfileError, expand
 
 
+# The ARGs every Dockerfile has without declaring them (Docker's "predefined ARGs").
+PREDEFINED_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
+                   "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
+
+
 @dataclass
 class Stage:
     index: int
@@ -41,6 +46,20 @@ def stages(df: Dockerfile) -> tuple[list[Arg], list[Stage]]:
     if not found:
         raise DockerfileError("no build stage in current context", df.instructions[-1].line)
     return meta, found
+
+
+def meta_env(meta: list[Arg], build_args: Mapping[str, str], escape: str = "\\") -> dict[str, str]:
+    """The values FROM lines are expanded with (the legacy builder's processMetaArg): the
+    predefined ARGs given as build args, then each meta ARG, a --build-arg overriding its
+    default, each default substituted with the values before it."""
+    env = {k: build_args[k] for k in PREDEFINED_ARGS if k in build_args}
+    for arg in meta:
+        for key, value in arg.expanded(env, escape).pairs:
+            if key in build_args:
+                env[key] = build_args[key]
+            elif value is not None:
+                env[key] = value
+    return env
 
 
 def _stage_ref(ref: str, by_name: Mapping[str, int], before: int) -> int | None:
@@ -93,7 +112,7 @@ def target_index(all_stages: list[Stage], target: str | None) -> int:
 
 def needed(all_stages: list[Stage], target: str | None, env: Mapping[str, str] | None = None) -> list[int]:
     """The indexes of the stages building `target` needs, itself included, in file order.
-    `env` (the meta ARG values) substitutes FROM and --from references written with $."""
+    `env` (meta_env's values) substitutes FROM and --from references written with $."""
     env = env or {}
     by_name = {s.name: s.index for s in all_stages if s.name is not None}
     wanted: set[int] = set()
