@@ -88,16 +88,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     if command is not None and command in containers.COMMANDS:
         containers.register(sub, only=command)
         return parser
-    from . import networks
-    if command in networks.COMMANDS:  # (their parsers alone: ~40 ms less than all of them)
-        networks.register(sub)
-        return parser
+    from . import build, networks
+    for group in (networks, build):
+        if command in group.COMMANDS:  # (their parsers alone: ~40 ms less than all of them)
+            group.register(sub)
+            return parser
     system = sub.add_parser("system", help="Manage sampan").add_subparsers(dest="system_command", metavar="COMMAND")
     containers.register(sub)
     from . import images, system as system_verbs
     system_verbs.register(sub, system)
     images.register(sub)
     networks.register(sub)
+    build.register(sub)
     return parser
 
 
