@@ -1,0 +1,29 @@
+"""What the builder needs from the engine to run a RUN step (build cannot import engine/):
+a container made from the step's image, run to its end with its output streamed, whose
+snapshot the builder then diffs into the step's layer. ``engine/buildsteps.py`` implements it."""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+# output(stream, data): stream 1 = stdout, 2 = stderr, as the container wrote it.
+Output = Callable[[int, bytes], None]
+
+
+class StepContainer(Protocol):
+    """A RUN step's container once its process has exited."""
+
+    id: str
+    exit_code: int
+    rootfs_key: str   # its snapshot in the image store (for snapshots.get / diff)
+
+    def remove(self) -> None:
+        """Remove the container with its snapshot and anonymous volumes (idempotent)."""
+
+
+class StepRunner(Protocol):
+    def run(self, image_id: str, config: dict, *, network: str, extra_hosts: list[str],
+            started: Callable[[str], None], output: Output) -> StepContainer:
+        """Create a container from ``image_id`` with ``config`` (a container.Config: Cmd, Env,
+        User, WorkingDir, Entrypoint, Volumes, ...), call ``started(container id)`` before its
+        process runs, stream its output and return once it has exited. A container it made is
+        removed again when it raises."""

@@ -1,0 +1,81 @@
+"""The engine's side of ``build.steps``: a RUN step is an ordinary container of the engine
+(create, attach, start, wait, remove), with Docker's defaults for build containers: the
+default bridge network unless the build names another, no log file (dockerd's builder sets
+the "none" log driver), the step's Env/User/WorkingDir/Shell from its run config."""
+from __future__ import annotations
+
+import socket
+import struct
+from typing import TYPE_CHECKING, Callable
+
+from ..build.steps import Output
+from .errors import EngineError, NotFound
+
+if TYPE_CHECKING:
+    from .containers import Engine
+
+# The run config's fields a step container takes (a healthcheck or a stop signal has no
+# part in a build step; ExposedPorts publish nothing without PortBindings).
+_STEP_FIELDS = ("User", "Env", "Cmd", "Entrypoint", "WorkingDir", "Volumes", "Labels", "ExposedPorts", "Shell")
+_FRAME = struct.Struct(">BxxxL")
+_CHUNK = 65536
+
+
+class EngineStepContainer:
+    def __init__(self, engine: Engine, cid: str, exit_code: int) -> None:
+        self.engine, self.id, self.exit_code = engine, cid, exit_code
+        self.rootfs_key = cid   # (the engine keys a container's snapshot by its id)
+
+    def remove(self) -> None:
+        try:
+            self.engine.remove(self.id, force=True, volumes=True)
+        except NotFound:
+            pass
+
+
+class EngineStepRunner:
+    """``build.steps.StepRunner`` on an Engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def run(self, image_id: str, config: dict, *, network: str, extra_hosts: list[str],
+            started: Callable[[str], None], output: Output) -> EngineStepContainer:
+        body: dict = {k: config[k] for k in _STEP_FIELDS if config.get(k) is not None}
+        body["Image"] = image_id
+        body["HostConfig"] = {"NetworkMode": network or "default", "ExtraHosts": list(extra_hosts),
+                              "LogConfig": {"Type": "none"}}
+        cid = self.engine.create(body)
+        container = EngineStepContainer(self.engine, cid, -1)
+        try:
+            started(cid)
+            stream = self.engine.attach(cid, stdin=False, stdout=True, stderr=True)
+            try:
+                self.engine.start(cid)
+                _copy_frames(stream, output)
+            finally:
+                stream.close()
+            container.exit_code = int(self.engine.wait(cid)["StatusCode"])
+        except BaseException:
+            container.remove()
+            raise
+        return container
+
+
+def _copy_frames(sock: socket.socket, output: Output) -> None:
+    """Docker's multiplexed frames from the attach stream to ``output`` until it ends."""
+    buf = bytearray()
+    while True:
+        try:
+            data = sock.recv(_CHUNK)
+        except OSError as e:
+            raise EngineError(f"reading the step's output: {e.strerror}") from None
+        if not data:
+            return
+        buf += data
+        while len(buf) >= _FRAME.size:
+            stream, length = _FRAME.unpack_from(buf)
+            if len(buf) < _FRAME.size + length:
+                break
+            output(stream, bytes(buf[_FRAME.size:_FRAME.size + length]))
+            del buf[:_FRAME.size + length]
