@@ -4,23 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..runtime.fsutil import secure_join
+from ..runtime.userdb import read_db
 from .errors import SpecInputError
-
-
-def _read_db(rootfs: str, path: str) -> list[list[str]]:
-    try:
-        with open(secure_join(rootfs, path), encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
-    except OSError:
-        return []
 
 
 def resolve_user(rootfs: str, user: str, group_add: list[str] | None = None) -> dict:
     """Docker's user resolution against the container's /etc/passwd and /etc/group."""
     name, _, group = (user or "").partition(":")
-    passwd = _read_db(rootfs, "/etc/passwd")
-    groups = _read_db(rootfs, "/etc/group")
+    passwd = read_db(rootfs, "/etc/passwd")
+    groups = read_db(rootfs, "/etc/group")
     uid, gid, username = 0, 0, "root"
     if name:
         entry = next((p for p in passwd if len(p) >= 4 and p[0] == name), None)
