@@ -191,6 +191,13 @@ def test_dockerignore_exception_not_under_the_directory_does_not_reach_into_it(t
         ctx.sources(["sub/b.go"])
 
 
+def test_an_image_root_has_no_dockerignore(tmp_path) -> None:
+    make_tree(tmp_path, {".dockerignore": "*\n[broken\n", "bin/sh": ""})
+    root = BuildContext.from_dir(str(tmp_path), dockerignore=False)
+    assert not root.ignore
+    assert root.sources(["bin/sh"]) == ["bin/sh"]
+
+
 def test_bad_dockerignore_is_one_line(tmp_path) -> None:
     make_tree(tmp_path, {".dockerignore": "ok\n[broken\n"})
     with pytest.raises(ContextError, match="^invalid .dockerignore: syntax error in pattern: \\[broken$"):

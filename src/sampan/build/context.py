@@ -36,22 +36,23 @@ Entry = tuple[str, os.stat_result]  # (path relative to the context root, lstat 
 class BuildContext:
     """The context's files under ``root``; ``ignore`` is its .dockerignore."""
 
-    def __init__(self, root: str, owned: bool) -> None:
+    def __init__(self, root: str, owned: bool, dockerignore: bool = True) -> None:
         self.root = os.path.abspath(root)
         self._owned = owned  # extracted by us (from_tar): remove() deletes it
         try:
-            self.ignore = Matcher(read_dockerignore(self.root))
+            self.ignore = Matcher(read_dockerignore(self.root) if dockerignore else ())
         except PatternError as e:
             raise ContextError(f"invalid .dockerignore: {e}") from None
         self._content_hashes: dict[tuple[int, int, int, int], str] = {}
 
     # -- making one
     @classmethod
-    def from_dir(cls, path: str) -> BuildContext:
-        """A directory used in place (builds from a local directory)."""
+    def from_dir(cls, path: str, dockerignore: bool = True) -> BuildContext:
+        """A directory used in place: a local build's context, or with ``dockerignore``
+        False an image's root filesystem for COPY --from (whose /.dockerignore means nothing)."""
         if not os.path.isdir(path):
             raise ContextError(f"unable to prepare context: path {path!r} not found")
-        return cls(path, owned=False)
+        return cls(path, owned=False, dockerignore=dockerignore)
 
     @classmethod
     def from_tar(cls, src: BinaryIO, workdir: str) -> BuildContext:
