@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .. import API_VERSION, MIN_API_VERSION, __version__, errors
+from .build_service import BuildService
 from .image_service import ImageService
 from .params import json_response
 from .routes import Handler, Route
+from .routes.build import BuildRoutes
 from .routes.containers import ContainerRoutes
 from .routes.exec import ExecRoutes
 from .routes.images import ImageRoutes
@@ -88,9 +90,11 @@ class API:
         # (root and exec_root are the engine's: the routes need neither)
         self.workers = Workers()
         images = ImageService(engine.images, engine.events.emit, list(insecure_registries or ()))
-        self.resources = [SystemRoutes(engine, images, self.workers), ContainerRoutes(engine, self.workers),
-                          ExecRoutes(engine, self.workers), VolumeRoutes(engine, self.workers),
-                          NetworkRoutes(engine, self.workers), ImageRoutes(images, self.workers)]
+        self.builds = BuildService(engine, images)
+        self.resources = [SystemRoutes(engine, images, self.workers, self.builds.usage),
+                          ContainerRoutes(engine, self.workers), ExecRoutes(engine, self.workers),
+                          VolumeRoutes(engine, self.workers), NetworkRoutes(engine, self.workers),
+                          ImageRoutes(images, self.workers), BuildRoutes(self.builds, self.workers)]
 
     def routes(self) -> list[Route]:
         return [route for resource in self.resources for route in resource.routes()]
@@ -112,3 +116,4 @@ class API:
 
     def close(self) -> None:
         self.workers.close()
+        self.builds.close()

@@ -92,11 +92,13 @@ def history_entry(created_by: str, *, created: str, author: str = "", comment: s
 
 
 def child_config(parent: dict | None, layer: Layer | None, config: dict, created_by: str, *,
-                 author: str = "", comment: str = "", created: str | None = None) -> dict:
+                 author: str = "", comment: str = "", created: str | None = None,
+                 history: dict | None = None) -> dict:
     """The image config of the parent's child (NewChildImage): the parent's history and
-    layers plus this step's; ``config`` is the child's run config."""
+    layers plus this step's; ``config`` is the child's run config. ``history`` is the new
+    entry as it is (an entry of another image's, for an image restored from it)."""
     parent = parent or {}
-    created = created or rfc3339_ns()
+    created = (history or {}).get("created") or created or rfc3339_ns()
     host = _platform.host()
     rootfs = parent.get("rootfs") or {}
     diff_ids = list(rootfs.get("diff_ids") or [])
@@ -105,8 +107,8 @@ def child_config(parent: dict | None, layer: Layer | None, config: dict, created
     doc = {"architecture": parent.get("architecture") or host.architecture,
            "config": container_config(config), "created": created, "docker_version": __version__,
            "history": [*(parent.get("history") or []),
-                       history_entry(created_by, created=created, author=author, comment=comment,
-                                     empty_layer=layer is None)],
+                       history or history_entry(created_by, created=created, author=author, comment=comment,
+                                                empty_layer=layer is None)],
            "os": parent.get("os") or host.os, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
     if author:
         doc["author"] = author
@@ -119,12 +121,12 @@ def child_config(parent: dict | None, layer: Layer | None, config: dict, created
 
 
 def new_image(store: ImageStore, parent_id: str | None, layer: Layer | None, config: dict, created_by: str, *,
-              author: str = "", comment: str = "", created: str | None = None) -> str:
+              author: str = "", comment: str = "", created: str | None = None, history: dict | None = None) -> str:
     """Record the child image of ``parent_id`` (None: scratch) with ``layer`` (None: an empty
     layer) and returns its ID. The layer's blob must be in the content store (and leased)."""
     parent = store.get(parent_id) if parent_id else None
     doc = child_config(parent.config if parent else None, layer, config, created_by, author=author,
-                       comment=comment, created=created)
+                       comment=comment, created=created, history=history)
     config_bytes = json.dumps(doc, separators=(",", ":")).encode()
     layers = [(lr.digest, lr.media_type, lr.blob_size) for lr in (parent.layers if parent else [])]
     if layer is not None:

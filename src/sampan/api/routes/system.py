@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 from aiohttp import web
 
@@ -17,8 +18,10 @@ _PING_HEADERS = {"Api-Version": API_VERSION, "Builder-Version": "1", "Docker-Exp
 
 
 class SystemRoutes:
-    def __init__(self, engine: ContainerBackend, images: ImageBackend, workers: Workers) -> None:
+    def __init__(self, engine: ContainerBackend, images: ImageBackend, workers: Workers,
+                 build_cache: Callable[[], list[dict]] = list) -> None:
         self.engine, self.images, self.workers = engine, images, workers
+        self.build_cache = build_cache   # the build cache's records (BuildService.usage)
 
     def routes(self) -> list[Route]:
         return [("GET", "/_ping", self.ping), ("HEAD", "/_ping", self.ping),
@@ -55,5 +58,5 @@ class SystemRoutes:
         def usage() -> dict:
             return {"LayersSize": self.images.layers_size(), "Images": self.images.summaries(),
                     "Containers": self.engine.list(True, {}),
-                    "Volumes": self.engine.volume_list({}).get("Volumes"), "BuildCache": []}
+                    "Volumes": self.engine.volume_list({}).get("Volumes"), "BuildCache": self.build_cache()}
         return json_response(await self.workers.run(usage))

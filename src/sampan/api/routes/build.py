@@ -1,0 +1,92 @@
+"""``POST /build`` (the legacy builder: the body is the context tar, the answer a JSON stream
+of {"stream"}, {"aux": {"ID"}} and at the end, if a step failed, {"errorDetail", "error"})
+and ``POST /build/prune``. A malformed Dockerfile is a 400 before the stream starts, as
+dockerd answers it."""
+from __future__ import annotations
+
+import json
+from typing import BinaryIO
+
+from aiohttp import web
+
+from ... import errors
+from ...timefmt import parse_time_arg
+from ...build.builder import BuildError, BuildOptions
+from ..backend import Emit
+from ..build_service import BuildService, check_version
+from ..params import json_response, query_bool, query_filters
+from ..progress import JSONStream
+from ..status import message_of
+from ..workers import Workers
+from . import Route
+
+
+def _json_query(request: web.Request, name: str, kind: type) -> object:
+    raw = request.query.get(name)
+    if not raw:
+        return kind()
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise errors.Invalid(f"invalid {name}: {raw!r}") from None
+    if not isinstance(value, kind):
+        raise errors.Invalid(f"invalid {name}: {raw!r}")
+    return value
+
+
+def build_options(request: web.Request) -> BuildOptions:
+    """dockerd's query parameters of POST /build."""
+    if query_bool(request, "squash") or request.query.get("outputs"):   # (experimental; BuildKit's)
+        raise errors.Invalid("build options squash and outputs are not supported by sampand")
+    check_version(request.query.get("version"))
+    build_args = _json_query(request, "buildargs", dict)
+    labels = _json_query(request, "labels", dict)
+    cache_from = _json_query(request, "cachefrom", list)
+    extra_hosts = [h for entry in request.query.getall("extrahosts", []) for h in entry.split(",") if h]
+    network = request.query.get("networkmode") or "default"
+    return BuildOptions(
+        dockerfile=request.query.get("dockerfile") or "Dockerfile",
+        tags=[t for t in request.query.getall("t", []) if t],
+        build_args={str(k): None if v is None else str(v) for k, v in build_args.items()},  # type: ignore[union-attr]
+        target=request.query.get("target") or None,
+        no_cache=query_bool(request, "nocache"),
+        cache_from=[str(ref) for ref in cache_from],  # type: ignore[union-attr]
+        network=network,
+        extra_hosts=extra_hosts,
+        labels={str(k): str(v) for k, v in labels.items()},  # type: ignore[union-attr]
+        remove=query_bool(request, "rm", True) or query_bool(request, "forcerm"),
+        quiet=query_bool(request, "q"))
+
+
+class BuildRoutes:
+    def __init__(self, builds: BuildService, workers: Workers) -> None:
+        self.builds, self.workers = builds, workers
+
+    def routes(self) -> list[Route]:
+        return [("POST", "/build", self.build), ("POST", "/build/prune", self.prune)]
+
+    async def build(self, request: web.Request) -> web.StreamResponse:
+        options = build_options(request)
+        stream = JSONStream(request)
+        remote = request.query.get("remote") or None
+        await stream.run(lambda emit: self.workers.consume_body(
+            request.content, lambda body: self._build(body, options, emit, remote)))
+        return await stream.finish()
+
+    def _build(self, body: BinaryIO, options: BuildOptions, emit: Emit, remote: str | None) -> str | None:
+        try:
+            return self.builds.build(body, options, emit, remote)
+        except BuildError as e:   # a failed step: dockerd's message carries a RUN's exit code
+            text = message_of(e)
+            emit({"errorDetail": {"code": e.code, "message": text}, "error": text})
+            return None
+
+    async def prune(self, request: web.Request) -> web.Response:
+        filters = query_filters(request)
+        until = None
+        if filters.get("until"):
+            try:
+                until = parse_time_arg(filters["until"][0])
+            except ValueError:
+                raise errors.Invalid(f"invalid filter 'until={filters['until'][0]}'") from None
+        return json_response(await self.workers.run(self.builds.prune, until, long=True))
