@@ -53,3 +53,21 @@ def test_remove_tree_does_not_follow_symlinks(tmp_path):
     remove_tree(str(tree))
     assert not tree.exists()
     assert (outside / "keep").exists()
+
+
+def test_remove_tree_of_a_symlink_removes_the_link_only(tmp_path):
+    """The top path a symlink (to a directory, or dangling): the link goes, never what it
+    points at (a context clean-up once emptied the host's /etc through such a link)."""
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "deep" / "keep").write_text("x")
+    for target in (outside, tmp_path / "missing"):
+        link = tmp_path / "link"
+        link.symlink_to(target)
+        remove_tree(str(link))
+        assert not os.path.lexists(link)
+    assert (outside / "deep" / "keep").read_text() == "x"
+    remove_tree(str(tmp_path / "nothing-here"))
+    (tmp_path / "file").write_text("y")
+    remove_tree(str(tmp_path / "file"))
+    assert sorted(os.listdir(tmp_path)) == ["outside"]

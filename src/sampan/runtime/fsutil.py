@@ -1,6 +1,7 @@
 """Path safety and atomic writes: every path from a config is resolved inside its root."""
 from __future__ import annotations
 
+import errno
 import os
 
 _MAX_LINKS = 255
@@ -63,23 +64,59 @@ def mkdir_all_in(root: str, path: str, mode: int = 0o755) -> str:
 
 
 def remove_tree(path: str) -> None:
-    """rm -rf without shutil (its import is slow); never follows symlinks; missing is fine."""
+    """rm -rf without shutil (its import is slow); missing is fine. Never follows a symlink,
+    the top one included (a symlink is removed itself): every directory is opened with
+    O_NOFOLLOW and emptied through its fd, so a name swapped for a symlink meanwhile cannot
+    lead the removal out of the tree."""
     try:
-        entries = list(os.scandir(path))
+        fd = os.open(path, _DIR_NOFOLLOW)
     except FileNotFoundError:
         return
-    except NotADirectoryError:
-        os.unlink(path)
+    except OSError as e:
+        if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        _unlink(path)
         return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            remove_tree(entry.path)
-        else:
-            try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                pass
+    try:
+        _empty(fd)
+    finally:
+        os.close(fd)
     try:
         os.rmdir(path)
     except FileNotFoundError:
         pass
+
+
+_DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _unlink(name: str, dir_fd: int | None = None) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+def _empty(dir_fd: int) -> None:
+    """Remove everything inside the directory open as ``dir_fd``."""
+    for entry in list(os.scandir(dir_fd)):
+        if not entry.is_dir(follow_symlinks=False):
+            _unlink(entry.name, dir_fd)
+            continue
+        try:
+            fd = os.open(entry.name, _DIR_NOFOLLOW, dir_fd=dir_fd)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+                raise
+            _unlink(entry.name, dir_fd)  # replaced by a file or a symlink meanwhile
+            continue
+        try:
+            _empty(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.rmdir(entry.name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
