@@ -71,28 +71,32 @@ def test_since_until_timestamps(tmp_path):
 
 
 def test_follow_across_rotation_until_stopped(tmp_path):
+    """A follower keeps every line, in order, across thousands of rotations of small files by
+    a writer that stays within 40 lines of it (so never deletes a file before it is read):
+    each rotation races the follower's look at the log (lines appended after its last read,
+    names moving while it lists them, inode numbers reused at once)."""
     path = tmp_path / "c.log"
     log = jsonfile.JsonLog(str(path), max_size=2048, max_file=3)
-    log.write("stdout", b"0\n")
     running = threading.Event()
     running.set()
+    got: list[int] = []
+    total = 3000
 
     def writer() -> None:
-        for n in range(1, 300):
+        for n in range(total):
+            while n - len(got) > 40:
+                time.sleep(0.0005)
             log.write("stdout", b"%d\n" % n)
-            if n % 25 == 0:
-                time.sleep(0.02)  # let the reader catch up: three files (~80 lines) are kept
         log.close()
         running.clear()
 
-    got: list[int] = []
+    reader = jsonfile.read(str(path), follow=True, is_running=running.is_set, wait=lambda t: time.sleep(0.001))
     thread = threading.Thread(target=writer)
-    reader = jsonfile.read(str(path), follow=True, is_running=running.is_set, wait=lambda t: time.sleep(0.005))
-    got.append(int(next(reader)[1]))
-    thread.start()
-    got += [int(data) for _, data in reader]
+    thread.start()  # (before the reader's first look: its start races the rotations too)
+    for _, data in reader:
+        got.append(int(data))  # (one by one: the writer watches how far the reader got)
     thread.join()
-    assert got == list(range(300))
+    assert got == list(range(total))
 
 
 def test_follow_stops_on_request_and_until(tmp_path):

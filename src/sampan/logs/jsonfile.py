@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from .. import fastjson
 from ..timefmt import parse_rfc3339, parse_time_arg, rfc3339_ns
@@ -213,58 +213,77 @@ def read(path: str, *, stdout: bool = True, stderr: bool = True, since: float | 
     once the process has stopped it returns after reading what was flushed at its exit.
     """
     emit = _Filter(stdout, stderr, _time_bound(since), _time_bound(until), timestamps)
+    files, live = _open_all(path)
     lines: list[bytes] = []
-    for name in rotated_files(path):
-        try:
-            with open(name, "rb") as f:
-                lines += f.read().splitlines()
-        except OSError:
-            pass
     try:
-        st = os.stat(path)
-        inode, offset = st.st_ino, st.st_size
-    except OSError:
-        inode, offset = None, 0
+        for f in files:
+            lines += f.read().splitlines()  # (the live file's last line is complete: whole records)
+    finally:
+        for f in files:
+            if f is not live:
+                f.close()
     shown = (x for x in map(emit, lines) if x)
-    if tail is not None:
-        yield from (list(shown)[-tail:] if tail else [])
-    else:
-        yield from shown
-    if follow:
-        yield from _follow(path, inode, offset, emit, is_running, wait, stopped, emit.until)
+    try:
+        if tail is not None:
+            yield from (list(shown)[-tail:] if tail else [])
+        else:
+            yield from shown
+        if follow:
+            # on from where the live file was read to, in that very file: a rotation since then
+            # is followed from it like any other
+            yield from _follow(path, live, emit, is_running, wait, stopped, emit.until)
+    finally:
+        if live is not None:
+            live.close()
 
 
-def _follow(path: str, inode: int | None, offset: int, emit: _Filter, is_running: Callable[[], bool],
+def _open_all(path: str) -> tuple[list[BinaryIO], BinaryIO | None]:
+    """The log's files open, oldest first, and the live one among them (None: no log yet).
+    A rotation while they are opened moves them under the names listed: then again, until
+    the names and their files are the same after the opening as before it (a name missing
+    at the opening must be missing still, or the file it got meanwhile would be skipped;
+    no file may be open twice, or it would be read twice)."""
+    while True:
+        names = rotated_files(path)
+        files: list[BinaryIO | None] = []
+        for name in names:
+            try:
+                files.append(open(name, "rb"))
+            except OSError:
+                files.append(None)
+        opened = [(name, os.fstat(f.fileno()).st_ino if f is not None else None) for name, f in zip(names, files)]
+        seen = [ino for _, ino in opened if ino is not None]
+        # (one file under two names: a rotation between its link to path.1 and the new path)
+        if len(set(seen)) == len(seen) and _inodes(rotated_files(path)) == opened:
+            return [f for f in files if f is not None], files[-1]
+        for f in files:
+            if f is not None:
+                f.close()
+
+
+def _inodes(names: list[str]) -> list[tuple[str, int | None]]:
+    out = []
+    for name in names:
+        try:
+            out.append((name, os.stat(name).st_ino))
+        except OSError:
+            out.append((name, None))
+    return out
+
+
+def _follow(path: str, live: BinaryIO | None, emit: _Filter, is_running: Callable[[], bool],
             wait: Callable[[float], object], stopped: Callable[[], bool],
             until: float | None) -> Iterator[tuple[str, bytes]]:
+    """Follows the log from ``live``'s position (the caller closes ``live``), or from the
+    start of the log that appears when there was none. Files are told apart only while they
+    are open: the writer deletes its oldest file at each rotation and the kernel gives the
+    new one that inode number at once, so a number seen earlier names nothing for sure."""
     buf = b""
-    f = None
-    following = path  # the file being read: the log, or a rotated file not yet read to its end
-    expected: int | None = None  # the inode `following` had when it was chosen (None: the log)
-    done: int | None = None      # the inode of the file read to its end last
-    held = None                  # that file, open until the next one is
+    f = live
     try:
         while not stopped():
             if f is None:
-                try:
-                    f = open(following, "rb")
-                    opened = os.fstat(f.fileno()).st_ino
-                    if expected is not None and opened != expected:
-                        raise FileNotFoundError(following)  # renamed again meanwhile: look again
-                    if opened == inode:
-                        f.seek(offset)
-                    inode = opened
-                    if held is not None:
-                        held.close()
-                        held = None
-                except OSError:
-                    if f is not None:
-                        f.close()
-                    f = None
-                    if following != path:
-                        # a rotation moved (or removed) the file chosen: choose again
-                        following, expected = _file_after(path, done)
-                        continue
+                f = _next_file(path, None)
             chunk = f.read() if f is not None else b""
             if chunk:
                 buf += chunk
@@ -276,15 +295,18 @@ def _follow(path: str, inode: int | None, offset: int, emit: _Filter, is_running
                 continue
             try:  # rotated: the rest of the old file is read; go on with the one after it
                 if f is not None and os.stat(path).st_ino != os.fstat(f.fileno()).st_ino:
-                    done = os.fstat(f.fileno()).st_ino
-                    following, expected = _file_after(path, done)
-                    # kept open until the next one is: a closed file's inode number can be
-                    # reused by a new log file, which _file_after would then take for it
-                    if held is not None:
-                        held.close()
-                    held = f
-                    f, inode, offset = None, None, 0
-                    continue
+                    # the writer may have appended its last lines to this file between the
+                    # read that found its end and the rotation seen now: read it once more
+                    # (nothing is written to it after the rotation)
+                    if chunk := f.read():
+                        buf += chunk
+                        continue
+                    after = _next_file(path, f)
+                    if after is not None:
+                        if f is not live:
+                            f.close()
+                        f = after
+                        continue
             except OSError:
                 pass
             if not is_running():
@@ -298,24 +320,20 @@ def _follow(path: str, inode: int | None, offset: int, emit: _Filter, is_running
                 return
             wait(FOLLOW_POLL)
     finally:
-        for open_file in (f, held):
-            if open_file is not None:
-                open_file.close()
+        if f is not None and f is not live:
+            f.close()
 
 
-def _file_after(path: str, inode: int | None) -> tuple[str, int | None]:
-    """The log file written after the one with `inode` (several rotations may have happened
-    while a follower read it), and its inode (None for the log itself); the oldest one left
-    when that one is gone already."""
-    files = rotated_files(path)
-    inodes = []
-    for name in files:
-        try:
-            inodes.append(os.stat(name).st_ino)
-        except OSError:
-            inodes.append(None)
-    if inode in inodes:
-        i = min(inodes.index(inode) + 1, len(files) - 1)
-    else:
-        i = next((n for n, ino in enumerate(inodes) if ino is not None), len(files) - 1)
-    return files[i], (None if files[i] == path else inodes[i])
+def _next_file(path: str, current: BinaryIO | None) -> BinaryIO | None:
+    """The log file written after ``current`` (several rotations may have happened while a
+    follower read it), open; the oldest one left when ``current`` is gone already or None;
+    None when there is no log."""
+    files, _ = _open_all(path)
+    inodes = [os.fstat(x.fileno()).st_ino for x in files]
+    here = os.fstat(current.fileno()).st_ino if current is not None else None
+    i = inodes.index(here) + 1 if here in inodes else 0
+    chosen = files[i] if i < len(files) else None
+    for x in files:
+        if x is not chosen:
+            x.close()
+    return chosen
