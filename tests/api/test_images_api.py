@@ -116,17 +116,13 @@ def rootfs_server(tmp_path):
     """A local HTTP server with /rootfs.tar (busybox's root filesystem)."""
     import functools
     import http.server
-    import threading
+
+    from local_http import serving
     (tmp_path / "rootfs.tar").write_bytes(_rootfs_tar())
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(handler) as url:
+        yield url
 
 
 def test_import_from_a_url(sampand, rootfs_server):
