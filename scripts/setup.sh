@@ -8,7 +8,8 @@ packages=(python3-venv busybox-static libseccomp2 runc containerd docker.io ipro
   docker-registry skopeo apache2-utils openssl util-linux  # registry tests: a real registry, a third-party client, htpasswd, test CAs, unshare
   umoci debootstrap tini  # tini: --init (docker-init); image tests: a third-party OCI layout reader; Debian base images
   nftables libnftables1  # network/firewall: libnftables in-process; nft for tests and debugging
-  wrk)  # bench/net_http.py: HTTP requests per second through a published port
+  wrk  # bench/net_http.py: HTTP requests per second through a published port
+  buildah)  # bench/build.py: a second build peer (buildah bud --layers)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
