@@ -271,7 +271,8 @@ class _StageSteps:
             self._workdir(cmd)
         else:
             comment = apply_metadata(st, cmd, lambda text: self.emit({"stream": text}))
-            self._step(nop_cmd(st, comment), None)
+            probe_cmd = nop_cmd(st, comment)
+            self._step(probe_cmd, lambda lease: self._created_container_layer(probe_cmd, lease))
 
     def _probe(self, key: str, created_by: str) -> bool:
         st = self.state
@@ -384,20 +385,39 @@ class _StageSteps:
         self._step(save_cmd, make_layer, entrypoint_override=bool(save_cmd))
 
     # ------------------------------------------------------------------ WORKDIR
-    def _workdir(self, cmd: c.Workdir) -> None:
+    def _created_container_layer(self, probe_cmd: list[str], lease: str) -> Layer | None:
+        """A metadata or WORKDIR step as dockerd's builder commits it: a container created
+        (not run) with the step's config, whose changes (the WorkingDir the engine makes, if
+        the image lacked it) are the layer. From scratch, which no container can be made of,
+        a snapshot gets the WorkingDir instead."""
         st = self.state
-        st.config["WorkingDir"] = workdir(st.config.get("WorkingDir") or "", cmd.path)
-
-        def make_layer(lease: str) -> Layer | None:
-            key = self._snapshot(st.image_id)
+        wd = st.config.get("WorkingDir") or ""
+        if not st.image_id:
+            if not wd:
+                return None
+            key = self._snapshot("")
             try:
                 rootfs = self.store.snapshots.get(key).rootfs
-                mkdir_all_in(rootfs, secure_join(rootfs, st.config["WorkingDir"]))
+                mkdir_all_in(rootfs, secure_join(rootfs, wd))
                 return self._layer_of(key, lease)
             finally:
                 self.store.snapshots.remove(key)
+        # (no VOLUMEs: they would be made and dropped for nothing; the rootfs is the same)
+        config = {k: v for k, v in st.config.items() if k != "Volumes"}
+        container = self.builder.runner.create(st.image_id, dict(config, Cmd=probe_cmd))
+        try:
+            self.emit({"stream": f" ---> Running in {container.id[:12]}\n"})
+            layer = self._layer_of(container.rootfs_key, lease)
+        finally:
+            container.remove()
+        self.emit({"stream": f"Removing intermediate container {container.id[:12]}\n"})
+        return layer
 
-        self._step(nop_cmd_string(st, "WORKDIR " + st.config["WorkingDir"]), make_layer)
+    def _workdir(self, cmd: c.Workdir) -> None:
+        st = self.state
+        st.config["WorkingDir"] = workdir(st.config.get("WorkingDir") or "", cmd.path)
+        probe_cmd = nop_cmd_string(st, "WORKDIR " + st.config["WorkingDir"])
+        self._step(probe_cmd, lambda lease: self._created_container_layer(probe_cmd, lease))
 
     # ------------------------------------------------------------------ COPY / ADD
     def _copy(self, cmd: c.Copy) -> None:

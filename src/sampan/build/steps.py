@@ -1,6 +1,8 @@
-"""What the builder needs from the engine to run a RUN step (build cannot import engine/):
-a container made from the step's image, run to its end with its output streamed, whose
-snapshot the builder then diffs into the step's layer. ``engine/buildsteps.py`` implements it."""
+"""What the builder needs from the engine for its step containers (build cannot import
+engine/): a RUN step's container, made from the step's image and run to its end with its
+output streamed; a metadata or WORKDIR step's, only created (as dockerd's builder does: the
+engine makes the WorkingDir in its rootfs). The builder diffs the container's snapshot into
+the step's layer. ``engine/buildsteps.py`` implements it."""
 from __future__ import annotations
 
 from typing import Callable, Protocol
@@ -10,7 +12,7 @@ Output = Callable[[int, bytes], None]
 
 
 class StepContainer(Protocol):
-    """A RUN step's container once its process has exited."""
+    """A step's container: created, or run until its process exited."""
 
     id: str
     exit_code: int
@@ -21,6 +23,9 @@ class StepContainer(Protocol):
 
 
 class StepRunner(Protocol):
+    def create(self, image_id: str, config: dict) -> StepContainer:
+        """Create (not start) a container from ``image_id`` with ``config``; no network."""
+
     def run(self, image_id: str, config: dict, *, network: str, extra_hosts: list[str],
             started: Callable[[str], None], output: Output) -> StepContainer:
         """Create a container from ``image_id`` with ``config`` (a container.Config: Cmd, Env,

@@ -39,14 +39,18 @@ class EngineStepRunner:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def run(self, image_id: str, config: dict, *, network: str, extra_hosts: list[str],
-            started: Callable[[str], None], output: Output) -> EngineStepContainer:
+    def create(self, image_id: str, config: dict, network: str = "none",
+               extra_hosts: list[str] | None = None) -> EngineStepContainer:
         body: dict = {k: config[k] for k in _STEP_FIELDS if config.get(k) is not None}
         body["Image"] = image_id
-        body["HostConfig"] = {"NetworkMode": network or "default", "ExtraHosts": list(extra_hosts),
+        body["HostConfig"] = {"NetworkMode": network, "ExtraHosts": list(extra_hosts or ()),
                               "LogConfig": {"Type": "none"}}
-        cid = self.engine.create(body)
-        container = EngineStepContainer(self.engine, cid, -1)
+        return EngineStepContainer(self.engine, self.engine.create(body), -1)
+
+    def run(self, image_id: str, config: dict, *, network: str, extra_hosts: list[str],
+            started: Callable[[str], None], output: Output) -> EngineStepContainer:
+        container = self.create(image_id, config, network or "default", extra_hosts)
+        cid = container.id
         try:
             started(cid)
             stream = self.engine.attach(cid, stdin=False, stdout=True, stderr=True)
