@@ -236,3 +236,13 @@ def test_labels_option_and_unused_build_args(builder, engine, tmp_path):
     assert "[Warning] One or more build-args [UNUSED] were not consumed\n" in out
     # the predefined proxy arg reaches RUN but not the history, unless declared
     assert ("|1 USED=x /bin/sh -c echo $USED", True) in _history(engine, image_id)
+
+
+def test_quiet_streams_the_id_alone_or_everything_on_a_failure(builder, tmp_path):
+    image_id, out, messages = _build(builder, tmp_path, "FROM busybox\nRUN echo hidden\n", quiet=True)
+    assert messages == [{"aux": {"ID": image_id}}, {"stream": image_id + "\n"}]
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo shown; exit 2\n")
+    messages = []
+    with pytest.raises(BuildError):
+        builder.build(BuildContext.from_dir(str(tmp_path)), BuildOptions(quiet=True, network="none"), messages.append)
+    assert "shown\n" in "".join(m.get("stream", "") for m in messages)

@@ -70,7 +70,7 @@ class BuildOptions:
     extra_hosts: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     remove: bool = True          # rm: intermediate containers go once their step committed
-    quiet: bool = False          # q: only the image ID is streamed
+    quiet: bool = False          # q: only the image ID is streamed (all of it on a failure)
 
 
 class _Cancelled(Exception):
@@ -101,7 +101,9 @@ class Builder:
         wanted = needed(all_stages, options.target, args.meta)
         if options.labels:
             _add_labels(all_stages[wanted[-1]], options.labels)
-        out_emit: Emit = (lambda msg: None) if options.quiet else emit
+        # q: the output is held, and streamed only if the build fails (as dockerd's)
+        held: list[dict] = []
+        out_emit: Emit = held.append if options.quiet else emit
         total = len(meta_args) + sum(1 + len(all_stages[i].commands) for i in wanted)
         step = 0
         for arg in meta_args:
@@ -112,7 +114,12 @@ class Builder:
             first_step[i] = step + 1
             step += 1 + len(all_stages[i].commands)
         run = _Run(self, context, options, df, all_stages, args, wanted, first_step, total, out_emit)
-        image_id = run.execute()
+        try:
+            image_id = run.execute()
+        except BaseException:
+            for msg in held:
+                emit(msg)
+            raise
         warning = unused_args_warning(options.build_args, args.referenced)
         if warning:
             out_emit({"stream": warning})
