@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -246,3 +247,38 @@ def test_quiet_streams_the_id_alone_or_everything_on_a_failure(builder, tmp_path
     with pytest.raises(BuildError):
         builder.build(BuildContext.from_dir(str(tmp_path)), BuildOptions(quiet=True, network="none"), messages.append)
     assert "shown\n" in "".join(m.get("stream", "") for m in messages)
+
+
+def test_a_cancelled_build_kills_its_step_and_leaves_nothing(builder, engine, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo started; sleep 60\n")
+    options = BuildOptions(network="none")
+    started = threading.Event()
+    failure: list[BaseException] = []
+
+    def emit(msg: dict) -> None:
+        if msg.get("stream") == "started\n":
+            started.set()
+
+    def build() -> None:
+        try:
+            builder.build(BuildContext.from_dir(str(tmp_path)), options, emit)
+        except BaseException as e:  # noqa: BLE001 - checked below
+            failure.append(e)
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    assert started.wait(30)
+    begun = time.monotonic()
+    options.cancel.set()
+    thread.join(30)
+    assert not thread.is_alive() and time.monotonic() - begun < 5
+    assert isinstance(failure[0], BuildError) and "returned a non-zero code: 137" in str(failure[0])
+    _nothing_left(engine)
+
+
+def test_step_containers_a_killed_daemon_left_are_swept(engine):
+    runner = EngineStepRunner(engine)
+    left = runner.create(engine.images.resolve("busybox").id, {"Cmd": ["true"]})
+    other = engine.create({"Image": "busybox", "Cmd": ["true"]})
+    EngineStepRunner(engine).sweep()
+    assert [r["id"] for r in engine.store.all()] == [other] and left.id != other

@@ -28,7 +28,9 @@ class BuildService:
     def __init__(self, engine: Engine, images: ImageService) -> None:
         self.engine, self.images = engine, images
         self.cache = BuildCache(engine.root)
-        self.builder = Builder(engine.images, EngineStepRunner(engine), self.cache, self._resolve_image)
+        runner = EngineStepRunner(engine)
+        runner.sweep()
+        self.builder = Builder(engine.images, runner, self.cache, self._resolve_image)
         self.contexts_dir = os.path.join(engine.root, "build-contexts")
         if os.path.isdir(self.contexts_dir):   # (what a killed daemon's builds left)
             remove_tree(self.contexts_dir)

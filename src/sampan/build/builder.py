@@ -70,11 +70,17 @@ class BuildOptions:
     extra_hosts: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     remove: bool = True          # rm: intermediate containers go once their step committed
+    # set when the build is to stop (its client went away): the running step is killed
+    cancel: threading.Event = field(default_factory=threading.Event)
     quiet: bool = False          # q: only the image ID is streamed (all of it on a failure)
 
 
-class _Cancelled(Exception):
-    """Another stage failed: this one stops before its next step."""
+class _Cancelled(errors.Invalid):
+    """The build is to stop (another stage failed, or the client went away): a stage stops
+    before its next step."""
+
+    def __init__(self) -> None:
+        super().__init__("build cancelled")
 
 
 class Builder:
@@ -165,7 +171,7 @@ class _Run:
         self.first_step, self.total = first_step, total
         self.output = OrderedOutput(emit, wanted)
         self.results: dict[int, Future[str]] = {}
-        self.cancelled = threading.Event()
+        self.cancelled = options.cancel   # (a failed stage sets it too: the others stop)
         self.by_name = {s.name: s.index for s in all_stages if s.name is not None}
         store = builder.store
         # (as dockerd: the ones not here are skipped)
@@ -373,7 +379,7 @@ class _StageSteps:
             container = self.builder.runner.run(
                 st.image_id, run_config, network=network, extra_hosts=self.run.options.extra_hosts,
                 started=lambda cid: self.emit({"stream": f" ---> Running in {cid[:12]}\n"}),
-                output=StepOutput(self.emit))
+                output=StepOutput(self.emit), cancel=self.run.cancelled)
             try:
                 if container.exit_code != 0:
                     raise BuildError(f"The command '{' '.join(argv)}' returned a non-zero code: "

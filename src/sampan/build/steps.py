@@ -5,6 +5,7 @@ engine makes the WorkingDir in its rootfs). The builder diffs the container's sn
 the step's layer. ``engine/buildsteps.py`` implements it."""
 from __future__ import annotations
 
+import threading
 from typing import Callable, Protocol
 
 # output(stream, data): stream 1 = stdout, 2 = stderr, as the container wrote it.
@@ -27,8 +28,9 @@ class StepRunner(Protocol):
         """Create (not start) a container from ``image_id`` with ``config``; no network."""
 
     def run(self, image_id: str, config: dict, *, network: str, extra_hosts: list[str],
-            started: Callable[[str], None], output: Output) -> StepContainer:
+            started: Callable[[str], None], output: Output,
+            cancel: threading.Event | None = None) -> StepContainer:
         """Create a container from ``image_id`` with ``config`` (a container.Config: Cmd, Env,
         User, WorkingDir, Entrypoint, Volumes, ...), call ``started(container id)`` before its
-        process runs, stream its output and return once it has exited. A container it made is
-        removed again when it raises."""
+        process runs, stream its output and return once it has exited (killed when ``cancel``
+        is set meanwhile). A container it made is removed again when it raises."""

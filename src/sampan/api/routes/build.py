@@ -69,8 +69,12 @@ class BuildRoutes:
         options = build_options(request)
         stream = JSONStream(request)
         remote = request.query.get("remote") or None
-        await stream.run(lambda emit: self.workers.consume_body(
-            request.content, lambda body: self._build(body, options, emit, remote)))
+        try:
+            await stream.run(lambda emit: self.workers.consume_body(
+                request.content, lambda body: self._build(body, options, emit, remote)))
+        except BaseException:
+            options.cancel.set()   # the client went away: the build stops (dockerd's too)
+            raise
         return await stream.finish()
 
     def _build(self, body: BinaryIO, options: BuildOptions, emit: Emit, remote: str | None) -> str | None:
