@@ -129,3 +129,22 @@ def test_bad_requests_are_refused_before_the_stream(sampand):
     status, _, data = _post(sampand, "/build", _context({"other": b"x"}))
     assert status == 400 and "Dockerfile" in json.loads(data)["message"]
     _nothing_left(sampand)
+
+
+def test_a_client_that_goes_away_cancels_the_build(sampand):
+    body = _context({"Dockerfile": b"FROM busybox\nRUN echo started; sleep 60\nRUN echo never\n"})
+    conn = _UnixConnection(sampand.sock)
+    conn.request("POST", "/build?t=cancelled", body=body, headers={"Content-Type": "application/x-tar"})
+    r = conn.getresponse()
+    seen = b""
+    while b'"started\\n"' not in seen:   # (the RUN's output, not its Step line)
+        seen += r.read1(65536)
+    conn.close()
+    # (the build ends on its own thread: its step killed, then removed, record before files)
+    containers = os.path.join(sampand.root, "containers")
+    deadline = time.monotonic() + 10
+    while (sampand.client().get("/containers/json", all=1) or os.listdir(containers)) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    _nothing_left(sampand)
+    assert sampand.client().get("/images/json", filters=json.dumps({"reference": ["cancelled"]})) == []

@@ -376,6 +376,8 @@ class _StageSteps:
         def make_layer(lease: str) -> Layer | None:
             run_config = dict(st.config, Cmd=argv, Env=env + build_env, Entrypoint=[""])
             network = cmd.network or self.run.options.network
+            if self.run.cancelled.is_set():
+                raise _Cancelled()
             container = self.builder.runner.run(
                 st.image_id, run_config, network=network, extra_hosts=self.run.options.extra_hosts,
                 started=lambda cid: self.emit({"stream": f" ---> Running in {cid[:12]}\n"}),

@@ -4,7 +4,9 @@ and ``POST /build/prune``. A malformed Dockerfile is a 400 before the stream sta
 dockerd answers it."""
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from typing import BinaryIO
 
 from aiohttp import web
@@ -19,6 +21,8 @@ from ..progress import JSONStream
 from ..status import message_of
 from ..workers import Workers
 from . import Route
+
+_CLIENT_CHECK = 0.25   # seconds between checks that a build's client is still there
 
 
 def _json_query(request: web.Request, name: str, kind: type) -> object:
@@ -58,6 +62,17 @@ def build_options(request: web.Request) -> BuildOptions:
         quiet=query_bool(request, "q"))
 
 
+async def _cancel_when_gone(request: web.Request, cancel: threading.Event) -> None:
+    """Set ``cancel`` once the client's connection is gone (a long step may write nothing
+    for minutes: the stream's writes alone would not notice)."""
+    while not cancel.is_set():
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            cancel.set()
+            return
+        await asyncio.sleep(_CLIENT_CHECK)
+
+
 class BuildRoutes:
     def __init__(self, builds: BuildService, workers: Workers) -> None:
         self.builds, self.workers = builds, workers
@@ -69,12 +84,15 @@ class BuildRoutes:
         options = build_options(request)
         stream = JSONStream(request)
         remote = request.query.get("remote") or None
+        watcher = asyncio.ensure_future(_cancel_when_gone(request, options.cancel))
         try:
             await stream.run(lambda emit: self.workers.consume_body(
                 request.content, lambda body: self._build(body, options, emit, remote)))
         except BaseException:
             options.cancel.set()   # the client went away: the build stops (dockerd's too)
             raise
+        finally:
+            watcher.cancel()
         return await stream.finish()
 
     def _build(self, body: BinaryIO, options: BuildOptions, emit: Emit, remote: str | None) -> str | None:
