@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import io
 import json
+import base64
 import os
+import sys
 import tarfile
 import time
 import urllib.parse
 
-from sampan.cli.client import _UnixConnection
-from sampan.image.snapshots import mountpoints
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "image"))
+from registry_fixtures import PASSWORD, USER, basic_registry, needs_registry, registry_tmp  # noqa: E402,F401
+
+from conftest import start_daemon, stop_daemon  # noqa: E402
+from sampan.cli.client import _UnixConnection  # noqa: E402
+from sampan.image.snapshots import mountpoints  # noqa: E402
 
 
 def _context(files: dict[str, bytes]) -> bytes:
@@ -25,10 +33,10 @@ def _context(files: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
-def _post(sampand, path: str, body: bytes = b"", **query) -> tuple[int, list[dict], bytes]:
+def _post(sampand, path: str, body: bytes = b"", headers: dict | None = None, **query) -> tuple[int, list[dict], bytes]:
     params = urllib.parse.urlencode([(k, v) for k, vs in query.items() for v in (vs if isinstance(vs, list) else [vs])])
     conn = _UnixConnection(sampand.sock)
-    conn.request("POST", f"{path}?{params}", body=body, headers={"Content-Type": "application/x-tar"})
+    conn.request("POST", f"{path}?{params}", body=body, headers={"Content-Type": "application/x-tar", **(headers or {})})
     r = conn.getresponse()
     data = r.read()
     conn.close()
@@ -148,3 +156,35 @@ def test_a_client_that_goes_away_cancels_the_build(sampand):
         time.sleep(0.05)
     _nothing_left(sampand)
     assert sampand.client().get("/images/json", filters=json.dumps({"reference": ["cancelled"]})) == []
+
+
+@pytest.fixture(scope="module")
+def host_daemon(tmp_path_factory):
+    """A sampand in the host's network namespace: it reaches the test registry on 127.0.0.1."""
+    d = start_daemon(tmp_path_factory, network="host")
+    yield d
+    stop_daemon(d)
+
+
+@needs_registry
+def test_a_private_base_image_is_pulled_with_x_registry_config(host_daemon, basic_registry):
+    host = basic_registry.host
+    auth = {"username": USER, "password": PASSWORD, "serveraddress": host}
+    push_auth = base64.urlsafe_b64encode(json.dumps(auth).encode()).decode()
+    name = f"{host}/private/base"
+    assert _post(host_daemon, "/images/busybox/tag", repo=name, tag="1")[0] == 201
+    status, lines, _ = _post(host_daemon, f"/images/{name}:1/push", headers={"X-Registry-Auth": push_auth})
+    assert status == 200 and not [m for m in lines if "error" in m], lines
+    conn = _UnixConnection(host_daemon.sock)
+    conn.request("DELETE", f"/images/{name}:1")
+    assert conn.getresponse().status == 200
+    conn.close()
+    body = _context({"Dockerfile": f"FROM {name}:1\nENV FROM_PRIVATE=1\n".encode()})
+    status, lines, _ = _post(host_daemon, "/build", body)
+    assert status == 200 and "unauthorized" in lines[-1]["error"].lower(), lines
+    config = base64.urlsafe_b64encode(json.dumps({f"https://{host}": auth}).encode()).decode()
+    status, lines, _ = _post(host_daemon, "/build", body, headers={"X-Registry-Config": config})
+    assert status == 200 and not [m for m in lines if "error" in m], lines
+    assert any(m.get("status", "").startswith("Status: Downloaded newer image") for m in lines)
+    assert "Successfully built" in _stream(lines)
+    _nothing_left(host_daemon)

@@ -14,10 +14,11 @@ from ..build.cache import BuildCache
 from ..build.context import BuildContext
 from ..build.remote import fetch as remote_context
 from ..engine.buildsteps import EngineStepRunner
+from ..image import reference
 from ..image.store import ImageNotFound
 from ..runtime.fsutil import remove_tree
 from ..timefmt import rfc3339
-from .backend import Emit
+from .backend import Credentials, Emit
 from .image_service import ImageService
 
 if TYPE_CHECKING:
@@ -28,34 +29,37 @@ class BuildService:
     def __init__(self, engine: Engine, images: ImageService) -> None:
         self.engine, self.images = engine, images
         self.cache = BuildCache(engine.root)
-        runner = EngineStepRunner(engine)
-        runner.sweep()
-        self.builder = Builder(engine.images, runner, self.cache, self._resolve_image)
+        self.runner = EngineStepRunner(engine)
+        self.runner.sweep()
         self.contexts_dir = os.path.join(engine.root, "build-contexts")
         if os.path.isdir(self.contexts_dir):   # (what a killed daemon's builds left)
             remove_tree(self.contexts_dir)
         os.makedirs(self.contexts_dir, mode=0o700)
-        self.builder.sweep()
+        Builder(engine.images, self.runner, self.cache).sweep()
 
     def close(self) -> None:
         self.cache.close()
 
-    def _resolve_image(self, name: str, emit: Emit) -> str:
-        """FROM and COPY --from: the local image, else pulled with the build's progress."""
+    def _resolve_image(self, name: str, emit: Emit, auths: dict[str, Credentials]) -> str:
+        """FROM and COPY --from: the local image, else pulled with the build's progress (and
+        the credentials X-Registry-Config gave for its registry)."""
         try:
             return self.engine.images.resolve(name).id
         except ImageNotFound:
             pass
-        self.images.pull(name, None, None, emit)
+        self.images.pull(name, None, auths.get(reference.parse(name).domain), emit)
         return self.engine.images.resolve(name).id
 
-    def build(self, body: BinaryIO, options: BuildOptions, emit: Emit, remote: str | None = None) -> str:
+    def build(self, body: BinaryIO, options: BuildOptions, emit: Emit, remote: str | None = None,
+              auths: dict[str, Credentials] | None = None) -> str:
         """Build from the context tar in ``body`` (or the ``remote`` one), extracted under the
-        engine root for the build's length."""
+        engine root for the build's length; ``auths`` are registry -> credentials."""
         workdir = os.path.join(self.contexts_dir, secrets.token_hex(16))
+        builder = Builder(self.engine.images, self.runner, self.cache,
+                          lambda name, to: self._resolve_image(name, to, auths or {}))
         try:
             context = remote_context(remote, workdir) if remote else BuildContext.from_tar(body, workdir)
-            image_id = self.builder.build(context, options, emit)
+            image_id = builder.build(context, options, emit)
         finally:
             if os.path.lexists(workdir):
                 remove_tree(workdir)

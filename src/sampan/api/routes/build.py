@@ -5,6 +5,7 @@ dockerd answers it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 from typing import BinaryIO
@@ -14,7 +15,8 @@ from aiohttp import web
 from ... import errors
 from ...timefmt import parse_time_arg
 from ...build.builder import BuildError, BuildOptions
-from ..backend import Emit
+from ...image import reference
+from ..backend import Credentials, Emit
 from ..build_service import BuildService, check_version
 from ..params import json_response, query_bool, query_filters
 from ..progress import JSONStream
@@ -62,6 +64,33 @@ def build_options(request: web.Request) -> BuildOptions:
         quiet=query_bool(request, "q"))
 
 
+def registry_config(request: web.Request) -> dict[str, Credentials]:
+    """``X-Registry-Config``: base64url JSON of registry -> AuthConfig, as the docker CLI sends
+    every credential it has with a build; keyed here by registry domain (docker.io for the
+    ``https://index.docker.io/v1/`` key)."""
+    header = request.headers.get("X-Registry-Config")
+    if not header:
+        return {}
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+        if not isinstance(doc, dict):
+            raise ValueError("not an object")
+        out: dict[str, Credentials] = {}
+        for server, auth in doc.items():
+            if not isinstance(auth, dict):
+                continue
+            user, password = auth.get("username") or "", auth.get("password") or ""
+            if not user and auth.get("auth"):
+                user, _, password = base64.b64decode(auth["auth"]).decode().partition(":")
+            domain = server.split("://", 1)[-1].split("/", 1)[0]
+            if user:
+                official = domain in (reference.LEGACY_DEFAULT_DOMAIN, "registry-1.docker.io")
+                out[reference.DEFAULT_DOMAIN if official else domain] = (user, password)
+        return out
+    except (ValueError, UnicodeDecodeError) as e:
+        raise errors.Invalid(f"invalid X-Registry-Config header: {e}") from None
+
+
 async def _cancel_when_gone(request: web.Request, cancel: threading.Event) -> None:
     """Set ``cancel`` once the client's connection is gone (a long step may write nothing
     for minutes: the stream's writes alone would not notice)."""
@@ -84,10 +113,11 @@ class BuildRoutes:
         options = build_options(request)
         stream = JSONStream(request)
         remote = request.query.get("remote") or None
+        auths = registry_config(request)
         watcher = asyncio.ensure_future(_cancel_when_gone(request, options.cancel))
         try:
             await stream.run(lambda emit: self.workers.consume_body(
-                request.content, lambda body: self._build(body, options, emit, remote)))
+                request.content, lambda body: self._build(body, options, emit, remote, auths)))
         except BaseException:
             options.cancel.set()   # the client went away: the build stops (dockerd's too)
             raise
@@ -95,9 +125,10 @@ class BuildRoutes:
             watcher.cancel()
         return await stream.finish()
 
-    def _build(self, body: BinaryIO, options: BuildOptions, emit: Emit, remote: str | None) -> str | None:
+    def _build(self, body: BinaryIO, options: BuildOptions, emit: Emit, remote: str | None,
+               auths: dict[str, Credentials]) -> str | None:
         try:
-            return self.builds.build(body, options, emit, remote)
+            return self.builds.build(body, options, emit, remote, auths)
         except BuildError as e:   # a failed step: dockerd's message carries a RUN's exit code
             text = message_of(e)
             emit({"errorDetail": {"code": e.code, "message": text}, "error": text})
