@@ -58,3 +58,14 @@ def daemon(tmp_path_factory, dockerd) -> Sampand:
 
 # the module's daemon for one test: every container the test made force-removed and watched
 sampand = _api.sampand
+
+
+@pytest.fixture(scope="module")
+def host_network_daemon(tmp_path_factory) -> Sampand:
+    """A sampand on the host's network namespace, for builds whose RUN steps reach the
+    outside (a private namespace has no way out): it has no default bridge and leaves the
+    firewall alone (start_daemon's --bridge none --iptables=false), so its builds run with
+    --network host and the host's links and rules stay exactly as they were."""
+    sampand = _api.start_daemon(tmp_path_factory, network="host")
+    yield sampand
+    _api.stop_daemon(sampand)
