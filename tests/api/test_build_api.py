@@ -188,3 +188,14 @@ def test_a_private_base_image_is_pulled_with_x_registry_config(host_daemon, basi
     assert any(m.get("status", "").startswith("Status: Downloaded newer image") for m in lines)
     assert "Successfully built" in _stream(lines)
     _nothing_left(host_daemon)
+
+
+def test_run_steps_get_the_builds_resources(sampand):
+    body = _context({"Dockerfile": b"FROM busybox\nRUN cat /sys/fs/cgroup/memory/memory.limit_in_bytes; "
+                                   b"df -k /dev/shm | tail -1; ulimit -n\n"})
+    status, lines, _ = _post(sampand, "/build", body, memory=str(64 << 20), shmsize=str(8 << 20),
+                             ulimits=json.dumps([{"Name": "nofile", "Soft": 512, "Hard": 512}]), nocache="1")
+    out = _stream(lines)
+    assert status == 200 and "Successfully built" in out, out
+    assert f"{64 << 20}\n" in out and " 8192 " in out and "\n512\n" in out
+    _nothing_left(sampand)

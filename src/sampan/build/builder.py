@@ -68,6 +68,7 @@ class BuildOptions:
     cache_from: list[str] = field(default_factory=list)   # images whose steps may stand for ours
     network: str = "default"
     extra_hosts: list[str] = field(default_factory=list)
+    resources: dict = field(default_factory=dict)   # RUN containers' HostConfig: Memory, CpuShares, ...
     labels: dict[str, str] = field(default_factory=dict)
     remove: bool = True          # rm: intermediate containers go once their step committed
     # set when the build is to stop (its client went away): the running step is killed
@@ -381,7 +382,7 @@ class _StageSteps:
             container = self.builder.runner.run(
                 st.image_id, run_config, network=network, extra_hosts=self.run.options.extra_hosts,
                 started=lambda cid: self.emit({"stream": f" ---> Running in {cid[:12]}\n"}),
-                output=StepOutput(self.emit), cancel=self.run.cancelled)
+                output=StepOutput(self.emit), cancel=self.run.cancelled, resources=self.run.options.resources)
             try:
                 if container.exit_code != 0:
                     raise BuildError(f"The command '{' '.join(argv)}' returned a non-zero code: "

@@ -28,9 +28,10 @@ class StepRunner(Protocol):
         """Create (not start) a container from ``image_id`` with ``config``; no network."""
 
     def run(self, image_id: str, config: dict, *, network: str, extra_hosts: list[str],
-            started: Callable[[str], None], output: Output,
-            cancel: threading.Event | None = None) -> StepContainer:
+            started: Callable[[str], None], output: Output, cancel: threading.Event | None = None,
+            resources: dict | None = None) -> StepContainer:
         """Create a container from ``image_id`` with ``config`` (a container.Config: Cmd, Env,
         User, WorkingDir, Entrypoint, Volumes, ...), call ``started(container id)`` before its
         process runs, stream its output and return once it has exited (killed when ``cancel``
-        is set meanwhile). A container it made is removed again when it raises."""
+        is set meanwhile). ``resources`` are HostConfig fields (Memory, CpuShares, ShmSize,
+        Ulimits, CgroupParent, ...). A container it made is removed again when it raises."""

@@ -42,19 +42,19 @@ class EngineStepRunner:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def create(self, image_id: str, config: dict, network: str = "none",
-               extra_hosts: list[str] | None = None) -> EngineStepContainer:
+    def create(self, image_id: str, config: dict, network: str = "none", extra_hosts: list[str] | None = None,
+               resources: dict | None = None) -> EngineStepContainer:
         body: dict = {k: config[k] for k in _STEP_FIELDS if config.get(k) is not None}
         body["Image"] = image_id
         body["Labels"] = {**(config.get("Labels") or {}), STEP_LABEL: "1"}
-        body["HostConfig"] = {"NetworkMode": network, "ExtraHosts": list(extra_hosts or ()),
+        body["HostConfig"] = {**(resources or {}), "NetworkMode": network, "ExtraHosts": list(extra_hosts or ()),
                               "LogConfig": {"Type": "none"}}
         return EngineStepContainer(self.engine, self.engine.create(body), -1)
 
     def run(self, image_id: str, config: dict, *, network: str, extra_hosts: list[str],
-            started: Callable[[str], None], output: Output,
-            cancel: threading.Event | None = None) -> EngineStepContainer:
-        container = self.create(image_id, config, network or "default", extra_hosts)
+            started: Callable[[str], None], output: Output, cancel: threading.Event | None = None,
+            resources: dict | None = None) -> EngineStepContainer:
+        container = self.create(image_id, config, network or "default", extra_hosts, resources)
         cid = container.id
         done = threading.Event()
         try:

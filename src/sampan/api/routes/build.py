@@ -18,7 +18,7 @@ from ...build.builder import BuildError, BuildOptions
 from ...image import reference
 from ..backend import Credentials, Emit
 from ..build_service import BuildService, check_version
-from ..params import json_response, query_bool, query_filters
+from ..params import json_response, query_bool, query_filters, query_int
 from ..progress import JSONStream
 from ..status import message_of
 from ..workers import Workers
@@ -40,6 +40,27 @@ def _json_query(request: web.Request, name: str, kind: type) -> object:
     return value
 
 
+# dockerd's build parameters for the RUN containers' HostConfig (hostConfigFromOptions)
+_RESOURCES = {"memory": "Memory", "memswap": "MemorySwap", "cpushares": "CpuShares", "cpuperiod": "CpuPeriod",
+              "cpuquota": "CpuQuota", "shmsize": "ShmSize"}
+_RESOURCE_STRINGS = {"cpusetcpus": "CpusetCpus", "cpusetmems": "CpusetMems", "cgroupparent": "CgroupParent"}
+
+
+def _resources(request: web.Request) -> dict:
+    out: dict = {}
+    for name, field in _RESOURCES.items():
+        value = query_int(request, name)
+        if value:
+            out[field] = value
+    for name, field in _RESOURCE_STRINGS.items():
+        if request.query.get(name):
+            out[field] = request.query[name]
+    ulimits = _json_query(request, "ulimits", list)
+    if ulimits:
+        out["Ulimits"] = ulimits
+    return out
+
+
 def build_options(request: web.Request) -> BuildOptions:
     """dockerd's query parameters of POST /build."""
     if query_bool(request, "squash") or request.query.get("outputs"):   # (experimental; BuildKit's)
@@ -59,6 +80,7 @@ def build_options(request: web.Request) -> BuildOptions:
         cache_from=[str(ref) for ref in cache_from],  # type: ignore[union-attr]
         network=network,
         extra_hosts=extra_hosts,
+        resources=_resources(request),
         labels={str(k): str(v) for k, v in labels.items()},  # type: ignore[union-attr]
         remove=query_bool(request, "rm", True) or query_bool(request, "forcerm"),
         quiet=query_bool(request, "q"))
