@@ -24,7 +24,7 @@ from .. import errors
 from ..image import reference as _ref
 from ..image.commit import Layer, new_image, write_layer
 from ..image.store import ImageStore
-from ..runtime.fsutil import mkdir_all_in, secure_join
+from ..runtime.fsutil import mkdir_all_in, remove_tree, secure_join
 from . import copy as _copy
 from .cache import BuildCache, step_key
 from .context import BuildContext
@@ -470,7 +470,7 @@ class _StageSteps:
             if src_key is not None:
                 self.store.snapshots.remove(src_key)
             if tmp is not None:
-                _remove_dir(tmp)
+                remove_tree(tmp)
 
     def _source_image(self, ref: str) -> str:
         image_id = self.run.stage_image(ref)
@@ -526,11 +526,6 @@ def _file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _remove_dir(path: str) -> None:
-    from ..runtime.fsutil import remove_tree
-    remove_tree(path)
-
-
 def _drop_mount_points(upper: str, lowers: list[str]) -> None:
     """Leave the runtime's mount points out of a RUN step's layer when the image lacked them
     (Docker keeps them in the container's init layer, below its diff)."""
@@ -542,7 +537,7 @@ def _drop_mount_points(upper: str, lowers: list[str]) -> None:
             try:
                 if not _only_mount_points(path):
                     continue
-                _remove_dir(path)
+                remove_tree(path)
             except OSError:
                 continue
         elif os.path.getsize(path) == 0:
