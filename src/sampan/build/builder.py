@@ -490,7 +490,7 @@ class _StageSteps:
         local = [s for s in cmd.sources if not _is_url(s)] if tmp else list(cmd.sources)
         if local:
             if src_key is not None:
-                ctx = BuildContext.from_dir(self.store.snapshots.get(src_key).rootfs)
+                ctx = BuildContext.from_dir(self.store.snapshots.get(src_key).rootfs, dockerignore=False)
             else:
                 ctx = self.run.context
             rels = ctx.sources(local, cmd.ins.keyword)
