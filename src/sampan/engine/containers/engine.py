@@ -30,12 +30,13 @@ from .inspect import InspectMixin
 from .lifecycle import LifecycleMixin
 from .networks import NetworksMixin
 from .state import ACTIVE, LIVE, Status, status_of
+from .stats import StatsMixin
 from .streams import StreamsMixin
 from .system import SystemMixin
 
 
-class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, StreamsMixin, SystemMixin,
-             NetworksMixin):
+class Engine(CreateMixin, LifecycleMixin, ExitsMixin, ExecMixin, InspectMixin, StatsMixin, StreamsMixin,
+             SystemMixin, NetworksMixin):
     def __init__(self, root: str, exec_root: str, images: ImageStore | None = None,
                  start_supervisor: bool = True, reconcile: bool = True,
                  runtimes: dict[str, dict] | None = None, default_runtime: str = BUILTIN_RUNTIME,
