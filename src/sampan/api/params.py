@@ -41,17 +41,23 @@ def query_int(request: web.Request, name: str, default: int | None = None) -> in
         raise errors.Invalid(f"invalid value for {name}: {value!r}") from None
 
 
+def query_json(request: web.Request, name: str, kind: type, what: str | None = None) -> Any:
+    """A query parameter holding JSON of type ``kind`` (``kind()`` when unset)."""
+    raw = request.query.get(name)
+    if not raw:
+        return kind()
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise errors.Invalid(f"invalid {what or name}: {raw!r}") from None
+    if not isinstance(value, kind):
+        raise errors.Invalid(f"invalid {what or name}: {raw!r}")
+    return value
+
+
 def query_filters(request: web.Request) -> dict[str, list[str]]:
     """``filters`` as Docker sends it: JSON of name -> list (or the old name -> {value: true})."""
-    raw = request.query.get("filters")
-    if not raw:
-        return {}
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        raise errors.Invalid(f"invalid filter: {raw!r}") from None
-    if not isinstance(parsed, dict):
-        raise errors.Invalid(f"invalid filter: {raw!r}")
+    parsed = query_json(request, "filters", dict, "filter")
     out: dict[str, list[str]] = {}
     for key, value in parsed.items():
         if isinstance(value, dict):
@@ -91,19 +97,34 @@ async def read_json_object(request: web.Request) -> dict:
     return body
 
 
+def json_header(request: web.Request, name: str) -> Any:
+    """A header of base64url JSON (X-Registry-Auth, X-Registry-Config); None when unset.
+    Raises ValueError or UnicodeDecodeError for a malformed one."""
+    header = request.headers.get(name)
+    if not header:
+        return None
+    return json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+
+
+def auth_config_user(doc: dict) -> tuple[str, str]:
+    """(username, password) of a Docker AuthConfig: its fields, or ``auth`` (base64 of
+    "user:password")."""
+    user, password = doc.get("username") or "", doc.get("password") or ""
+    if not user and doc.get("auth"):
+        user, _, password = base64.b64decode(doc["auth"]).decode().partition(":")
+    return user, password
+
+
 def registry_auth(request: web.Request) -> tuple[str, str] | None:
     """``X-Registry-Auth``: base64url JSON with username and password (or ``auth``, base64 of
     "user:password"), as the docker CLI and docker-py send it; None when it names no user."""
-    header = request.headers.get("X-Registry-Auth")
-    if not header:
-        return None
     try:
-        doc = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+        doc = json_header(request, "X-Registry-Auth")
+        if doc is None:
+            return None
         if not isinstance(doc, dict):
             raise ValueError("not an object")
-        user, password = doc.get("username") or "", doc.get("password") or ""
-        if not user and doc.get("auth"):
-            user, _, password = base64.b64decode(doc["auth"]).decode().partition(":")
+        user, password = auth_config_user(doc)
     except (ValueError, UnicodeDecodeError) as e:
         raise errors.Invalid(f"invalid X-Registry-Auth header: {e}") from None
     return (user, password) if user else None

@@ -5,8 +5,6 @@ dockerd answers it."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import threading
 from typing import BinaryIO
 
@@ -18,26 +16,13 @@ from ...build.builder import BuildError, BuildOptions
 from ...image import reference
 from ..backend import Credentials, Emit
 from ..build_service import BuildService, check_version
-from ..params import json_response, query_bool, query_filters, query_int
+from ..params import auth_config_user, json_header, json_response, query_bool, query_filters, query_int, query_json
 from ..progress import JSONStream
 from ..status import message_of
 from ..workers import Workers
 from . import Route
 
 _CLIENT_CHECK = 0.25   # seconds between checks that a build's client is still there
-
-
-def _json_query(request: web.Request, name: str, kind: type) -> object:
-    raw = request.query.get(name)
-    if not raw:
-        return kind()
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise errors.Invalid(f"invalid {name}: {raw!r}") from None
-    if not isinstance(value, kind):
-        raise errors.Invalid(f"invalid {name}: {raw!r}")
-    return value
 
 
 # dockerd's build parameters for the RUN containers' HostConfig (hostConfigFromOptions)
@@ -55,7 +40,7 @@ def _resources(request: web.Request) -> dict:
     for name, field in _RESOURCE_STRINGS.items():
         if request.query.get(name):
             out[field] = request.query[name]
-    ulimits = _json_query(request, "ulimits", list)
+    ulimits = query_json(request, "ulimits", list)
     if ulimits:
         out["Ulimits"] = ulimits
     return out
@@ -66,9 +51,9 @@ def build_options(request: web.Request) -> BuildOptions:
     if query_bool(request, "squash") or request.query.get("outputs"):   # (experimental; BuildKit's)
         raise errors.Invalid("build options squash and outputs are not supported by sampand")
     check_version(request.query.get("version"))
-    build_args = _json_query(request, "buildargs", dict)
-    labels = _json_query(request, "labels", dict)
-    cache_from = _json_query(request, "cachefrom", list)
+    build_args = query_json(request, "buildargs", dict)
+    labels = query_json(request, "labels", dict)
+    cache_from = query_json(request, "cachefrom", list)
     extra_hosts = [h for entry in request.query.getall("extrahosts", []) for h in entry.split(",") if h]
     network = request.query.get("networkmode") or "default"
     return BuildOptions(
@@ -90,20 +75,17 @@ def registry_config(request: web.Request) -> dict[str, Credentials]:
     """``X-Registry-Config``: base64url JSON of registry -> AuthConfig, as the docker CLI sends
     every credential it has with a build; keyed here by registry domain (docker.io for the
     ``https://index.docker.io/v1/`` key)."""
-    header = request.headers.get("X-Registry-Config")
-    if not header:
-        return {}
     try:
-        doc = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+        doc = json_header(request, "X-Registry-Config")
+        if doc is None:
+            return {}
         if not isinstance(doc, dict):
             raise ValueError("not an object")
         out: dict[str, Credentials] = {}
         for server, auth in doc.items():
             if not isinstance(auth, dict):
                 continue
-            user, password = auth.get("username") or "", auth.get("password") or ""
-            if not user and auth.get("auth"):
-                user, _, password = base64.b64decode(auth["auth"]).decode().partition(":")
+            user, password = auth_config_user(auth)
             domain = server.split("://", 1)[-1].split("/", 1)[0]
             if user:
                 official = domain in (reference.LEGACY_DEFAULT_DOMAIN, "registry-1.docker.io")
