@@ -10,7 +10,7 @@ SRC = pathlib.Path(__file__).resolve().parents[2] / "src" / "sampan"
 # Rank of each top-level part of the package; an import may only go to an equal-or-lower
 # rank, and between different parts of the same rank only where listed in PEERS.
 RANK = {
-    "": 0, "errors": 0, "timefmt": 0, "units": 0, "paths": 0, "fastjson": 0, "statedb": 0,
+    "": 0, "errors": 0, "timefmt": 0, "units": 0, "paths": 0, "fastjson": 0, "statedb": 0, "stdcopy": 0,
     "linux": 1, "oci": 2, "runtime": 3, "logs": 3,
     "image": 4, "network": 4, "build": 5, "supervisor": 4,
     "engine": 6, "api": 7, "cli": 7, "compose": 8, "dashboard": 8,

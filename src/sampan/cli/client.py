@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import _socket
 import os
-import struct
 import sys
 import time
 
@@ -362,19 +361,6 @@ class Client:
             resp = Response(s, status, "", headers, rest, "POST")
             raise APIError(status, _error_message(resp.read()))
         return s, rest
-
-
-def demux(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
-    """Docker's multiplexed frames -> (stream, payload)."""
-    buf = b""
-    for chunk in chunks:
-        buf += chunk
-        while len(buf) >= 8:
-            stream, length = struct.unpack(">BxxxL", buf[:8])
-            if len(buf) < 8 + length:
-                break
-            yield stream, buf[8:8 + length]
-            buf = buf[8 + length:]
 
 
 def _sock_chunks(sock: _socket.socket, first: bytes) -> Iterator[bytes]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from .client import APIError, Client, demux, quote_ref, resp_chunks
+from ..stdcopy import demux
+from .client import APIError, Client, quote_ref, resp_chunks
 from .command import CLIError, each, verb
 from .createflags import REMAINDER, add_create_flags
 from .run import cmd_attach, cmd_create, cmd_exec, cmd_run, cmd_start

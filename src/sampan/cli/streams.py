@@ -9,7 +9,8 @@ import _socket
 import os
 import sys
 
-from .client import APIError, Client, _sock_chunks, demux
+from ..stdcopy import demux
+from .client import APIError, Client, _sock_chunks
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -5,11 +5,11 @@ the "none" log driver), the step's Env/User/WorkingDir/Shell from its run config
 from __future__ import annotations
 
 import socket
-import struct
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..build.steps import Output
+from ..stdcopy import demux
 from .errors import EngineError, NotFound
 
 if TYPE_CHECKING:
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 _STEP_FIELDS = ("User", "Env", "Cmd", "Entrypoint", "WorkingDir", "Volumes", "Labels", "ExposedPorts", "Shell")
 # Marks the containers of build steps: those a killed daemon left are removed at its start.
 STEP_LABEL = "org.sampan.build-step"
-_FRAME = struct.Struct(">BxxxL")
 _CHUNK = 65536
 
 
@@ -93,7 +92,11 @@ class EngineStepRunner:
 
 def _copy_frames(sock: socket.socket, output: Output) -> None:
     """Docker's multiplexed frames from the attach stream to ``output`` until it ends."""
-    buf = bytearray()
+    for stream, data in demux(_chunks(sock)):
+        output(stream, data)
+
+
+def _chunks(sock: socket.socket) -> Iterator[bytes]:
     while True:
         try:
             data = sock.recv(_CHUNK)
@@ -101,10 +104,4 @@ def _copy_frames(sock: socket.socket, output: Output) -> None:
             raise EngineError(f"reading the step's output: {e.strerror}") from None
         if not data:
             return
-        buf += data
-        while len(buf) >= _FRAME.size:
-            stream, length = _FRAME.unpack_from(buf)
-            if len(buf) < _FRAME.size + length:
-                break
-            output(stream, bytes(buf[_FRAME.size:_FRAME.size + length]))
-            del buf[:_FRAME.size + length]
+        yield data
