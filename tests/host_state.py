@@ -52,7 +52,6 @@ def _top_cgroups():
 
 _RUN_DIRS = ["/run/docker", "/run/containerd"]
 _DEFAULT_CGROUPS = {"docker", "containerd", "default", "moby"}
-_OWN_CGROUPS = "sampan-test-"  # the prefix of private_daemons.PrivateDaemon.cgroup_parent
 
 
 def _walk(top):
@@ -71,12 +70,12 @@ class HostState:
         self.cgroups = _top_cgroups()
         self.run_paths = set().union(*(_walk(d) for d in _RUN_DIRS))
 
-    def changes_since(self, before: "HostState") -> list[str]:
+    def changes_since(self, before: "HostState", cgroup_parent: str) -> list[str]:
         out = []
-        # other tests make top-level cgroups meanwhile: ours are the daemon's (named after its
-        # cgroup parent) and those dockerd and containerd make by default
-        ours = {c for c in self.cgroups - before.cgroups
-                if os.path.basename(c) in _DEFAULT_CGROUPS or os.path.basename(c).startswith(_OWN_CGROUPS)}
+        # other tests (other private daemons too) make top-level cgroups meanwhile: ours are the
+        # daemon's (its cgroup parent) and those dockerd and containerd make by default
+        own = cgroup_parent.strip("/")
+        ours = {c for c in self.cgroups - before.cgroups if os.path.basename(c) in _DEFAULT_CGROUPS | {own}}
         if ours:
             out.append(f"new top-level cgroups: {sorted(ours)}")
         return out

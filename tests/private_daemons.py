@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 from host_state import (HostState, alive, cgroup_leftovers, detach_mounts, mounts_under, procs_touching,
                         remove_cgroups, restore_run_dirs, wait_gone)
 
@@ -104,6 +106,20 @@ def busybox_rootfs() -> Path:
     if not (rootfs / "bin" / "busybox").exists():
         subprocess.run([str(REPO / "scripts" / "build-images.sh")], check=True, stdout=subprocess.DEVNULL)
     return rootfs
+
+
+def daemon_fixture(daemon: "PrivateDaemon"):
+    """A fixture's body for a private daemon: started, yielded, torn down; the test fails
+    unless the teardown left the host as the daemon found it."""
+    try:
+        daemon.start()
+    except BaseException:
+        daemon.teardown()
+        raise
+    yield daemon
+    problems = daemon.teardown()
+    if problems:
+        pytest.fail("host not left as found:\n" + "\n".join(problems), pytrace=False)
 
 
 class PrivateDaemon:
@@ -216,7 +232,7 @@ class PrivateDaemon:
         remove_cgroups(self.cgroup_parent)
         if self.before is not None:
             problems += restore_run_dirs(self.before)
-            problems += HostState().changes_since(self.before)
+            problems += HostState().changes_since(self.before, self.cgroup_parent)
         log_tail = tail(self.log)
         for d in self.dirs:
             try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from imagefs import BASE_IMAGE
-from private_daemons import DOCKER_CLI, Dockerd, Sampand, busybox_rootfs
+from private_daemons import DOCKER_CLI, Dockerd, Sampand, busybox_rootfs, daemon_fixture
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,7 +37,7 @@ _integration, _api = _conftest("integration"), _conftest("api")
 @pytest.fixture(scope="module")
 def dockerd():
     _integration._require(("dockerd", _integration.DOCKERD), ("docker CLI", DOCKER_CLI))
-    yield from _integration._daemon_fixture(Dockerd(busybox_rootfs()))
+    yield from daemon_fixture(Dockerd(busybox_rootfs()))
 
 
 @pytest.fixture(scope="module")

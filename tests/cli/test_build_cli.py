@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from private_daemons import DOCKER_CLI, DOCKERD, SAMPAN, Dockerd, busybox_rootfs
+from private_daemons import DOCKER_CLI, DOCKERD, SAMPAN, Dockerd, busybox_rootfs, daemon_fixture
 
 JSON_PARAMETERS = {"buildargs", "labels", "cachefrom"}
 RANDOM_NAME = re.compile(r"\.dockerfile\.[0-9a-f]{20}")
@@ -325,13 +325,7 @@ def test_live_view_on_a_terminal(recorder, context):
 def dockerd():
     if os.geteuid() != 0 or not DOCKERD or not DOCKER_CLI:
         pytest.skip("needs root, dockerd and the docker CLI")
-    d = Dockerd(busybox_rootfs())
-    try:
-        d.start()
-        yield d
-    finally:
-        problems = d.teardown()
-        assert not problems, problems
+    yield from daemon_fixture(Dockerd(busybox_rootfs()))
 
 
 def test_same_image_files_as_the_docker_cli_on_dockerd(dockerd, tmp_path, monkeypatch, capsys):

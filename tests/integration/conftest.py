@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 import private_daemons
-from private_daemons import CONTAINERD, CTR, DOCKER_CLI, DOCKERD, RUNTIME, Containerd, Dockerd, PrivateDaemon
+from private_daemons import (CONTAINERD, CTR, DOCKER_CLI, DOCKERD, RUNTIME, Containerd, Dockerd, PrivateDaemon,
+                             daemon_fixture)
 
 
 def pytest_configure(config):
@@ -31,18 +32,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if here in item.path.parents:
             item.add_marker(pytest.mark.dropin)
-
-
-def _daemon_fixture(daemon: PrivateDaemon):
-    try:
-        daemon.start()
-    except BaseException:
-        daemon.teardown()
-        raise
-    yield daemon
-    problems = daemon.teardown()
-    if problems:
-        pytest.fail("host not left as found:\n" + "\n".join(problems), pytrace=False)
 
 
 def _require(*tools):
@@ -63,13 +52,13 @@ def busybox_rootfs() -> Path:
 @pytest.fixture(scope="module")
 def dockerd(busybox_rootfs):
     _require(("dockerd", DOCKERD), ("docker CLI", DOCKER_CLI))
-    yield from _daemon_fixture(Dockerd(busybox_rootfs))
+    yield from daemon_fixture(Dockerd(busybox_rootfs))
 
 
 @pytest.fixture(scope="module")
 def containerd(busybox_rootfs):
     _require(("containerd", CONTAINERD), ("ctr", CTR))
-    yield from _daemon_fixture(Containerd(busybox_rootfs))
+    yield from daemon_fixture(Containerd(busybox_rootfs))
 
 
 @pytest.fixture
