@@ -20,7 +20,7 @@ import sys
 from .. import fastjson
 from ..units import human_size
 from .client import Client
-from .command import CLIError, help_of, verb
+from .command import CLIError, help_of, object_group, verb
 from .createflags import extra_host, parse_kv
 
 TYPE_CHECKING = False
@@ -433,11 +433,40 @@ def _args_build(p: argparse.ArgumentParser) -> None:
                    "output (auto, plain, tty). Use plain to show container output")
 
 
+def cmd_builder_prune(client: Client, args: argparse.Namespace) -> int:
+    """Remove build cache."""
+    if not args.force:
+        what = "all build cache" if args.all else "all dangling build cache"
+        sys.stdout.write(f"WARNING! This will remove {what}. Are you sure you want to continue? [y/N] ")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    from .containers import filters_query
+    res = client.post("/build/prune", all=args.all or None, filters=filters_query(args.filter)) or {}
+    if res.get("CachesDeleted"):
+        print("Deleted build cache objects:")
+        for cache_id in res["CachesDeleted"]:
+            print(cache_id)
+        print()
+    print(f"Total reclaimed space: {human_size(res.get('SpaceReclaimed') or 0, 4)}")   # (4 digits here, docker's)
+    return 0
+
+
+def _args_builder_prune(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--all", action="store_true", help="Remove all unused build cache, not just dangling ones")
+    p.add_argument("--filter", action="append", default=[], help="Provide filter values (e.g. 'until=24h')")
+    p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
+
+
 # The commands register() adds (main.build_parser builds only their parsers for them).
-COMMANDS = frozenset(("build",))
+COMMANDS = frozenset(("build", "builder"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """`build`, and `builder build|prune`."""
     p = sub.add_parser("build", help=help_of(cmd_build), description=help_of(cmd_build))
     _args_build(p)
     p.set_defaults(func=verb(cmd_build, "build"))
+    add = object_group(sub, "builder", "Manage builds")
+    _args_build(add("build", cmd_build, help_of(cmd_build)))
+    _args_builder_prune(add("prune", cmd_builder_prune, help_of(cmd_builder_prune)))
