@@ -37,3 +37,13 @@ def test_fastjson_matches_the_json_module():
     for bad in ("", "{", "{} x", "[1,]"):
         with pytest.raises(ValueError):
             fastjson.loads(bad)
+
+
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+@pytest.mark.parametrize("indent", ["    ", "\t", "  "])
+def test_fastjson_indents_as_the_json_module(indent, ensure_ascii):
+    import json
+    doc = [{"a": [1, 2.5, None, True, "é\"\n", [], {}, [[]]], "b": {"c": -1, "d": {"e": ["x"]}}, "": {}}, [], 3,
+           {1: "int key", True: "bool key", None: "null key", 2.5: "float key"}]
+    assert fastjson.dumps_indented(doc, indent, ensure_ascii) == json.dumps(doc, indent=indent, ensure_ascii=ensure_ascii)
+    assert fastjson.dumps_indented({}, indent) == "{}" and fastjson.dumps_indented("s", indent) == '"s"'

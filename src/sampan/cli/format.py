@@ -10,6 +10,8 @@ import json
 import re
 from typing import Callable
 
+from .. import fastjson
+
 
 class TemplateError(ValueError):
     pass
@@ -345,7 +347,7 @@ def write_inspected(template: str | None, objects: list, write: Callable[[str], 
     """`inspect`'s output: the objects as an indented JSON list, or the template (with the
     \\t and \\n docker's users write) once for each."""
     if not template:
-        write(json.dumps(objects, indent=4, ensure_ascii=False) + "\n")
+        write(fastjson.dumps_indented(objects, "    ", ensure_ascii=False) + "\n")
         return
     for obj in objects:
         write(render_flag(template, obj) + "\n")
