@@ -66,7 +66,7 @@ def test_log_config(sampand):
     assert _inspect(sampand, cid)["HostConfig"]["LogConfig"] == {"Type": "json-file", "Config": {}}
     r = sampand.docker("run", "--rm", "--log-driver", "foo", "busybox", "true")
     assert r.returncode == 125
-    assert b"logger: no log driver named 'foo' is registered" in r.stderr
+    assert b'error looking up logging plugin foo: plugin "foo" not found' in r.stderr
     r = sampand.docker("create", "--log-opt", "max-size=lots", "busybox", "true")
     assert r.returncode == 1 and r.stderr == b"Error response from daemon: invalid size: 'lots'\n"
     r = sampand.docker("create", "--log-opt", "colour=blue", "busybox", "true")

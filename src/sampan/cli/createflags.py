@@ -374,6 +374,7 @@ def add_create_flags(p: argparse.ArgumentParser) -> None:
     a("--restart", help="Restart policy to apply when a container exits")
     a("--stop-signal", help="Signal to stop the container")
     a("--stop-timeout", type=int, help="Timeout (in seconds) to stop a container")
+    a("--log-driver", help="Logging driver for the container")
     a("--log-opt", action="append", default=[], help="Log driver options")
     a("--sysctl", action="append", default=[], help="Sysctl options")
     a("--shm-size", help="Size of /dev/shm")
@@ -447,8 +448,10 @@ def create_body(ns: argparse.Namespace) -> dict:
         hc["Init"] = True
     if ns.restart:
         hc["RestartPolicy"] = parse_restart(ns.restart)
-    if ns.log_opt:
-        hc["LogConfig"] = {"Type": "json-file", "Config": parse_kv(ns.log_opt)}
+    if ns.log_driver == "none" and ns.log_opt:  # refused by the docker CLI before it asks the daemon
+        raise CLIError("invalid logging opts for driver none")
+    if ns.log_driver or ns.log_opt:  # (no --log-driver: the daemon's default driver, as dockerd)
+        hc["LogConfig"] = {"Type": ns.log_driver or "", "Config": parse_kv(ns.log_opt)}
     if ns.shm_size:
         hc["ShmSize"] = size_flag(ns.shm_size, "--shm-size")
     body: dict[str, Any] = {

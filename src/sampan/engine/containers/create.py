@@ -44,7 +44,7 @@ def log_config(requested: dict | None) -> dict:
     if driver not in LOG_DRIVERS:
         if driver in _DOCKERD_LOG_DRIVERS:
             raise InvalidParameter(f"log driver {driver} is not supported by sampan (json-file or none)")
-        raise InvalidParameter(f"logger: no log driver named '{driver}' is registered")
+        raise InvalidParameter(f'error looking up logging plugin {driver}: plugin "{driver}" not found')
     for key in options:
         if driver == "none" or key not in _JSON_FILE_OPTIONS:
             raise InvalidParameter(f"unknown log opt '{key}' for {driver} log driver")
