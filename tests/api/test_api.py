@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from sampan.cli.client import APIError, demux, _sock_chunks
+from sampan.cli.client import APIError, _sock_chunks
+from sampan.stdcopy import demux
 
 
 
