@@ -5,12 +5,15 @@ import concurrent.futures
 import json
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
 
 from sampan.cli.client import APIError, _sock_chunks
 from sampan.stdcopy import demux
+
+from private_daemons import SAMPAN, in_netns
 
 
 
@@ -356,8 +359,10 @@ def test_daemon_sigkill_loses_nothing(sampand):
     old = sampand.pid()
     sampand.kill(signal.SIGKILL)
     time.sleep(0.5)
-    # the CLI starts a new daemon itself
-    r = s("ps", "--format", "{{.Names}} {{.State}}")
+    # the CLI starts a new daemon itself, in the CLI's own network namespace: run it in the old
+    # daemon's, or the new one makes its default bridge in the host's
+    r = subprocess.run([*in_netns(sampand.netns), *SAMPAN, "ps", "--format", "{{.Names}} {{.State}}"],
+                       env=sampand.env, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert b"survivor running" in r.stdout
     assert sampand.pid() != old
