@@ -105,6 +105,23 @@ def test_from_tar_refuses_garbage_and_a_busy_workdir(tmp_path) -> None:
     assert os.listdir(tmp_path / "busy") == ["x"]
 
 
+@pytest.mark.parametrize("keep_padding", [False, True])
+def test_from_tar_ending_without_the_end_marker(tmp_path, keep_padding) -> None:
+    # The docker CLI's tar for `-f` outside the context ends right after the data of its
+    # last member (.dockerignore): no padding, no end-of-archive blocks. dockerd takes it.
+    whole = tar_bytes([("a.txt", "f", "a\n"), (".dockerignore", "f", ".dockerignore\n")])
+    headers = [i for i in range(0, len(whole), 512) if whole[i + 257:i + 262] == b"ustar"]
+    data_end = headers[-1] + 512 + len(".dockerignore\n")
+    cut = whole[:data_end + (-data_end % 512 if keep_padding else 0)]
+    ctx = BuildContext.from_tar(io.BytesIO(cut), str(tmp_path / "ctx"))
+    assert (tmp_path / "ctx/.dockerignore").read_text() == ".dockerignore\n"
+    assert (tmp_path / "ctx/a.txt").read_text() == "a\n"
+    with pytest.raises(ContextError, match="invalid context: unexpected end"):  # data cut short
+        BuildContext.from_tar(io.BytesIO(whole[:data_end - 3]), str(tmp_path / "cut"))
+    assert not (tmp_path / "cut").exists()
+    ctx.remove()
+
+
 def test_dockerfile_lookup(tmp_path) -> None:
     make_tree(tmp_path, {"dockerfile": "FROM a\n", "sub/Other": "FROM b\n"})
     ctx = BuildContext.from_dir(str(tmp_path))

@@ -270,9 +270,7 @@ CMD ["exec", "form"]
 USER nobody
 STOPSIGNAL 9
 SHELL ["/bin/sh", "-c"]
-""", dockerfile_outside=True,
-         sampan_differs="-f outside the context: the docker CLI appends the Dockerfile to the context tar and "
-                        "sampand refuses that tar: 'invalid context: unexpected end of tar stream' (build/context)"),
+""", dockerfile_outside=True),
     Case("volume", r"""
 FROM busybox:local
 RUN mkdir /data && echo b > /data/before-volume

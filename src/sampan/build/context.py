@@ -18,7 +18,7 @@ from typing import BinaryIO, Iterator
 from .. import errors
 from ..image.layers import LayerError, apply
 from ..image.layers.compression import BlobReader, uncompressed_chunks
-from ..image.layers.format import BLOCK, WHITEOUT_PREFIX, show
+from ..image.layers.format import WHITEOUT_PREFIX, show
 from ..image.layers.tarread import TarStream, iter_headers
 from ..runtime.fsutil import remove_tree, secure_join
 from .ignore import Matcher, PatternError, clean, glob_regex, has_wildcards, read_dockerignore
@@ -294,7 +294,7 @@ def _check_members(src: BinaryIO, spool: BinaryIO) -> None:
             _check_name(h.linkname, f"hardlink {show(h.name)} to")
         if posixpath.basename(h.name.rstrip(b"/")).startswith(WHITEOUT_PREFIX):
             raise LayerError(f"member {show(h.name)}: whiteout names (.wh.*) are not allowed in a context")
-        stream.skip(h.size + (-h.size % BLOCK))
+        stream.skip_member(h.size)
     stream.drain()
     raw.drain()
 

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Iterator
 
 from ...runtime.fsutil import remove_tree
 from .compression import BlobReader, Hashed, uncompressed_chunks
-from .format import BLOCK, OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIXES, REGTYPES, WHITEOUT_META_PREFIX, \
+from .format import OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIXES, REGTYPES, WHITEOUT_META_PREFIX, \
     WHITEOUT_OPAQUE, WHITEOUT_PREFIX, LayerError, show
 from .tarread import Header, TarStream, iter_headers
 
@@ -242,19 +242,19 @@ class _Applier:
         parts = _clean(name)
         base = parts[-1] if parts else b""
         if base.startswith(WHITEOUT_PREFIX):
-            stream.skip(h.size + (-h.size % BLOCK))
+            stream.skip_member(h.size)
             self._whiteout(parts, name)
             return
         if not parts:  # the layer root itself: keep it, take its metadata
             if t == b"5":
                 self._dir_meta(b"", self.root, h)
-            stream.skip(h.size + (-h.size % BLOCK))
+            stream.skip_member(h.size)
             return
         if t in REGTYPES:
             self._file(parts, h, stream)
-            stream.skip(-h.size % BLOCK)
+            stream.skip_padding(h.size)
             return
-        stream.skip(h.size + (-h.size % BLOCK))  # non-files carry no data worth keeping
+        stream.skip_member(h.size)  # non-files carry no data worth keeping
         if t == b"5":
             self._dir(parts, h)
         elif t == b"2":

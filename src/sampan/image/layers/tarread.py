@@ -76,6 +76,23 @@ class TarStream:
             self.pos += take
             n -= take
 
+    def skip_padding(self, size: int) -> None:
+        """Skip the padding after ``size`` bytes of member data. The stream may end inside it,
+        as Go's archive/tar allows (the docker CLI sends such a tar when it adds a Dockerfile
+        from outside the context): the next header read then sees the end."""
+        n = -size % BLOCK
+        while n:
+            if self.pos >= len(self.buf) and not self._next():
+                return
+            take = min(n, len(self.buf) - self.pos)
+            self.pos += take
+            n -= take
+
+    def skip_member(self, size: int) -> None:
+        """Skip a member's data (all of it must be there) and its padding."""
+        self.skip(size)
+        self.skip_padding(size)
+
     def drain(self) -> None:
         self.buf, self.pos = b"", 0
         while self._next():
@@ -215,10 +232,10 @@ def iter_headers(stream: TarStream) -> Iterator[Header]:
     long_link: bytes | None = None
     while True:
         block = stream.read(BLOCK)
-        if block is None:
-            raise LayerError("unexpected end of tar stream (no end-of-archive marker)")
-        if block == _ZERO_BLOCK:
-            # End of archive: one (tolerated) or two zero blocks; the rest is drained by the caller.
+        if block is None or block == _ZERO_BLOCK:
+            # End of archive: two zero blocks, one, or none (Go's archive/tar, and so dockerd,
+            # takes the end of the stream at a header for the end); the rest is drained by
+            # the caller.
             return
         h = _header_from_block(block)
         t = h.type
@@ -226,7 +243,7 @@ def iter_headers(stream: TarStream) -> Iterator[Header]:
             if h.size > _MAX_EXTENDED_HEADER:
                 raise LayerError("tar extended header is too large")
             data = stream.read_exact(h.size)
-            stream.skip(-h.size % BLOCK)
+            stream.skip_padding(h.size)
             if t == b"x":
                 pax = _parse_pax(data)
             elif t == b"g":
