@@ -5,8 +5,10 @@ builder/dockerfile copy.go, internals.go, pkg/archive):
   destination ending in "/"; a file source goes into the destination when that ends in "/"
   or is an existing directory, else becomes it; a directory source gives its contents;
 - new parent directories are 0755, owned by the --chown owner for a file's parents and by
-  root for a directory's; copied entries keep mode (unless --chmod), whole-second mtime,
-  security.capability and hardlinks among themselves, and are owned by 0:0 unless --chown;
+  root for a directory's; copied entries keep mode (unless --chmod), whole-second mtime and
+  hardlinks among themselves, and are owned by 0:0 unless --chown. moby copies the mode
+  and then chowns every copied entry, so the kernel drops what a chown drops: S_ISUID,
+  S_ISGID where group-executable, and security.capability, of all but directories;
 - the destination is resolved inside the rootfs (the image's symlinks followed within it);
   below it, what is in the way of a copied entry is replaced, never followed;
 - a source is resolved inside its own root: a symlink naming it is followed within that
@@ -34,7 +36,6 @@ from ..runtime.userdb import read_db
 from .context import ContextError, walk_tree
 from .ignore import Matcher, PatternError
 
-_CAPABILITY_XATTR = "security.capability"  # the one xattr moby's archive carries over
 _NS = 1_000_000_000
 _FETCH_TIMEOUT = 60.0     # seconds without progress before an ADD URL download fails
 _CHUNK = 1 << 20
@@ -319,8 +320,7 @@ class _Copy:
             os.utime(dst, ns=(mtime, mtime), follow_symlinks=False)
         elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             os.mknod(dst, stat.S_IFMT(mode) | 0o600, st.st_rdev)
-            os.chown(dst, *self.owner, follow_symlinks=False)
-            os.chmod(dst, self.chmod if self.chmod is not None else stat.S_IMODE(mode))
+            self.set_mode_and_owner(dst, stat.S_IMODE(mode))
             os.utime(dst, ns=(mtime, mtime), follow_symlinks=False)
         # sockets are not copied (moby's archive leaves them out)
 
@@ -330,26 +330,25 @@ class _Copy:
             fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
                 _copy_bytes(fd_in, fd)
-                try:
-                    capability: bytes | None = os.getxattr(fd_in, _CAPABILITY_XATTR)
-                except OSError:
-                    capability = None  # none on the source (or no xattrs there)
-                self.finish_fd(fd, mode, mtime_ns, capability)
+                self.finish_fd(fd, mode, mtime_ns)
             finally:
                 os.close(fd)
         finally:
             os.close(fd_in)
 
-    def finish_fd(self, fd: int, mode: int, mtime_ns: int, capability: bytes | None = None) -> None:
-        # chown first: it clears set-id bits and file capabilities
-        os.fchown(fd, *self.owner)
-        os.fchmod(fd, self.chmod if self.chmod is not None else mode)
-        if capability is not None:
-            try:
-                os.setxattr(fd, _CAPABILITY_XATTR, capability)
-            except OSError:
-                pass  # a filesystem without xattrs: moby's archive drops it alike
+    def finish_fd(self, fd: int, mode: int, mtime_ns: int) -> None:
+        self.set_mode_and_owner(fd, mode)
         os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+    def set_mode_and_owner(self, target: int | str, mode: int) -> None:
+        """The copied mode, then the owner (the kernel's chown clears set-id bits and file
+        capabilities, as after moby's copy); an explicit --chmod is applied last and kept
+        whole, as BuildKit does. ``target``: an fd, or the path of a node just made."""
+        if self.chmod is None:
+            os.chmod(target, mode)
+        os.chown(target, *self.owner)
+        if self.chmod is not None:
+            os.chmod(target, self.chmod)
 
 
 def _copy_bytes(fd_in: int, fd_out: int) -> None:
