@@ -118,9 +118,6 @@ class Case:
     parent: tuple[str, str] | None = None     # (tag, Dockerfile) built first from the same context
     dockerfile_outside: bool = False          # -f a Dockerfile outside the context (the CLI adds it to the tar)
     check: Callable[[SavedImage], None] = lambda image: None   # facts of Docker's image
-    # a difference of sampan's known and reported to its owner: the comparison is expected to
-    # fail (strictly: once fixed, the mark must go)
-    sampan_differs: str = ""
 
 
 def _multistage(image: SavedImage) -> None:
@@ -207,9 +204,7 @@ COPY --chown=usr b.sh dir/ /multi/
 COPY b.sh /usr/local/bin/
 USER root
 """, {"a.txt": File(b"a\n", 0o664, (1234, 5678)), "b.sh": File(b"echo b\n", 0o700),
-      "dir/inner.txt": File(b"inner\n"), "dir/sub/deep.txt": File(b"deep\n", 0o600)},
-         sampan_differs="USER name:group: Docker's process has the group as its only supplementary group "
-                        "(libcontainer GetExecUser: `id` says groups=1500(grp)), sampan's none (engine/users)"),
+      "dir/inner.txt": File(b"inner\n"), "dir/sub/deep.txt": File(b"deep\n", 0o600)}),
     Case("dockerignore-links-modes", r"""
 FROM busybox:local
 COPY . /ctx/
@@ -331,9 +326,7 @@ def test_docker_twice_compares_equal(case: Case, dockerd, context_of, tmp_path) 
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_sampan_builds_what_docker_builds(case: Case, dockerd, sampand, context_of, tmp_path, request) -> None:
-    if case.sampan_differs:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=case.sampan_differs))
+def test_sampan_builds_what_docker_builds(case: Case, dockerd, sampand, context_of, tmp_path) -> None:
     context = context_of(case)
     want = _build_and_save(dockerd.env, lambda tag, archive: dockerd.docker("save", "-o", archive, tag),
                            context, case, f"vs-{case.name}", tmp_path / "docker")

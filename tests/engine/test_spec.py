@@ -69,7 +69,7 @@ def test_build_defaults(tmp_path):
                    container_dir="/cdir", mounts=[], netns_path="/run/x/netns/c")
     p = s["process"]
     assert p["args"] == ["/ep", "c1"] and p["cwd"] == "/w"
-    assert p["user"] == {"uid": 65534, "gid": 65534, "additionalGids": [50]}
+    assert p["user"] == {"uid": 65534, "gid": 65534, "additionalGids": [50, 65534]}
     assert p["env"][:2] == ["PATH=/img/bin", f"HOSTNAME={cid[:12]}"]
     assert p["capabilities"]["bounding"] == spec.DEFAULT_CAPS and p["capabilities"]["effective"] == []
     assert s["hostname"] == cid[:12]

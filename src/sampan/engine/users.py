@@ -2,8 +2,6 @@
 against the container's own /etc/passwd and /etc/group."""
 from __future__ import annotations
 
-from typing import Any
-
 from ..runtime.userdb import read_db
 from .errors import SpecInputError
 
@@ -48,8 +46,6 @@ def resolve_user(rootfs: str, user: str, group_add: list[str] | None = None) -> 
             extra.append(int(ga))
         else:
             raise SpecInputError(f"Unable to find group {ga}")
-    out: dict[str, Any] = {"uid": uid, "gid": gid}
-    extra = sorted(set(extra) - {gid})
-    if extra:
-        out["additionalGids"] = extra
-    return out
+    # the primary group is a supplementary one too, as dockerd has made it since
+    # CVE-2022-36109 (a group's member must not shed it with setgroups)
+    return {"uid": uid, "gid": gid, "additionalGids": sorted(set(extra) | {gid})}
